@@ -1,0 +1,191 @@
+"""DPO-family preference losses on per-pair sequence log-probabilities.
+
+Every loss is a function of the policy/reference log-ratios of the chosen (w) and rejected (l) response:
+
+    h_w = log pi(y_w|x) - log pi_ref(y_w|x)       h_l = log pi(y_l|x) - log pi_ref(y_l|x)
+    h   = h_w - h_l                                (the implicit-reward margin, divided by beta)
+
+The implicit reward of a response is ``beta * h_y`` (DPO paper, Eq. 5, up to the prompt-only term beta*log Z(x),
+which cancels in a pair). Formulas follow TRL 1.14.2's ``DPOTrainer`` wherever TRL has the same ``loss_type``
+(checked against TRL in ``tests/test_trl_oracle.py``); ``sigmoid`` adds the conservative-DPO label smoothing of
+the original DPO repository (``preference_loss`` in eric-mitchell/direct-preference-optimization), which TRL 1.14.2
+ignores for ``sigmoid``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin"]
+
+# loss_type -> (paper, one line on what it changes). Notebook 01 prints this table.
+LOSS_INFO: dict[str, tuple[str, str]] = {
+    "sigmoid": (
+        "Rafailov et al. 2023, DPO (arXiv:2305.18290); cDPO label smoothing: Mitchell 2023 note",
+        "Bradley-Terry log-likelihood of the preference; label_smoothing=eps assumes a share eps of flipped labels.",
+    ),
+    "ipo": (
+        "Azar et al. 2023, IPO (arXiv:2310.12036)",
+        "Squared loss pulling the per-token margin to 1/(2 beta): bounded target, does not push margins to infinity.",
+    ),
+    "hinge": (
+        "Zhao et al. 2023, SLiC-HF (arXiv:2305.10425)",
+        "Hinge on beta*h with margin 1: zero loss (and gradient) once a pair is separated by 1/beta.",
+    ),
+    "robust": (
+        "Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409)",
+        "Unbiased loss under label noise rate eps=label_smoothing: de-biases the noisy BT likelihood.",
+    ),
+    "bco_pair": (
+        "Jung et al. 2024, BCO (arXiv:2404.04656), paired form as in TRL",
+        "Two independent binary classifiers: chosen log-ratio up, rejected log-ratio down (no shared margin).",
+    ),
+    "nca_pair": (
+        "Chen et al. 2024, NCA (arXiv:2402.05369)",
+        "Noise-contrastive: rewards the absolute chosen log-ratio, so chosen likelihood is not allowed to fall.",
+    ),
+    "sppo_hard": (
+        "Wu et al. 2024, SPPO (arXiv:2405.00675), hard-label version",
+        "Regresses chosen log-ratio to +1/(2 beta) and rejected to -1/(2 beta) separately.",
+    ),
+    "apo_zero": (
+        "D'Oosterlinck et al. 2024, APO (arXiv:2408.06266), Eq. 7",
+        "Anchored: raise chosen and lower rejected likelihood; for chosen answers better than the model's own.",
+    ),
+    "sigmoid_norm": (
+        "DPO with per-token averaged log-ratios (length-normalised; cf. SimPO's normalisation, arXiv:2405.14734)",
+        "Sigmoid loss on the per-token margin: removes the length bias of summed log-probs.",
+    ),
+}
+LOSS_TYPES: tuple[str, ...] = tuple(LOSS_INFO)
+_NEEDS_LENGTHS = frozenset({"ipo", "sigmoid_norm"})
+
+
+class DPOLossOutput(NamedTuple):
+    """Per-pair outputs, all of shape ``(B,)``."""
+
+    losses: torch.Tensor  # differentiable; take .mean() for the batch loss
+    chosen_rewards: torch.Tensor  # beta * (log pi(y_w) - log pi_ref(y_w)), detached
+    rejected_rewards: torch.Tensor  # beta * (log pi(y_l) - log pi_ref(y_l)), detached
+
+
+def implicit_margin(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> torch.Tensor:
+    """h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)); all inputs and the output ``(B,)``."""
+    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+
+
+def _check(
+    tensors: dict[str, torch.Tensor],
+    beta: float,
+    loss_type: str,
+    label_smoothing: float,
+    chosen_lengths: torch.Tensor | None,
+    rejected_lengths: torch.Tensor | None,
+) -> None:
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    if loss_type not in LOSS_INFO:
+        raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+    shape = None
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim != 1:
+            raise ValueError(f"{name} must have shape (B,), got {tuple(t.shape)}")
+        if shape is None:
+            shape = t.shape
+        elif t.shape != shape:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)} but policy_chosen_logps has {tuple(shape)}; all must match"
+            )
+    if loss_type in _NEEDS_LENGTHS and (chosen_lengths is None or rejected_lengths is None):
+        raise ValueError(
+            f"chosen_lengths and rejected_lengths (completion token counts, shape (B,)) are required for "
+            f"loss_type={loss_type!r}: it averages log-ratios per token, like TRL"
+        )
+    for name, t in (("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or t.shape != shape:
+            raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {getattr(t, 'shape', t)!r}")
+        if bool((t < 0).any()):
+            raise ValueError(f"{name} must be >= 0, got min {t.min().item()}")
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> DPOLossOutput:
+    """Per-pair DPO-family loss.
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: ``(B,)`` summed log pi(y|x) of the policy.
+        ref_chosen_logps, ref_rejected_logps: ``(B,)`` the same under the frozen reference.
+        beta: > 0. Strength of the KL anchor to the reference: larger beta = policy stays closer to pi_ref.
+        loss_type: one of ``LOSS_TYPES``.
+        label_smoothing: in [0, 0.5): assumed rate of flipped labels (``sigmoid`` = cDPO, ``robust``).
+        chosen_lengths, rejected_lengths: ``(B,)`` completion token counts; required by ``ipo`` and
+            ``sigmoid_norm``, which use per-token averaged log-ratios (as TRL does).
+
+    Returns:
+        ``DPOLossOutput(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; rewards are detached.
+    """
+    _check(
+        {
+            "policy_chosen_logps": policy_chosen_logps,
+            "policy_rejected_logps": policy_rejected_logps,
+            "ref_chosen_logps": ref_chosen_logps,
+            "ref_rejected_logps": ref_rejected_logps,
+        },
+        beta,
+        loss_type,
+        label_smoothing,
+        chosen_lengths,
+        rejected_lengths,
+    )
+    h_w = policy_chosen_logps - ref_chosen_logps  # (B,)
+    h_l = policy_rejected_logps - ref_rejected_logps  # (B,)
+    h = h_w - h_l  # (B,)
+    ls = float(label_smoothing)
+
+    if loss_type == "sigmoid":
+        losses = -(1 - ls) * F.logsigmoid(beta * h) - ls * F.logsigmoid(-beta * h)
+    elif loss_type == "robust":
+        losses = (-(1 - ls) * F.logsigmoid(beta * h) + ls * F.logsigmoid(-beta * h)) / (1 - 2 * ls)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * h)
+    elif loss_type in ("ipo", "sigmoid_norm"):
+        h_avg = h_w / chosen_lengths.clamp(min=1) - h_l / rejected_lengths.clamp(min=1)  # per-token margin
+        if loss_type == "ipo":  # IPO Eq. 17 with tau = beta
+            losses = (h_avg - 1 / (2 * beta)) ** 2
+        else:
+            losses = -F.logsigmoid(beta * h_avg)
+    elif loss_type == "bco_pair":
+        losses = -F.logsigmoid(beta * h_w) - F.logsigmoid(-beta * h_l)
+    elif loss_type == "nca_pair":
+        losses = -F.logsigmoid(beta * h_w) - 0.5 * F.logsigmoid(-beta * h_w) - 0.5 * F.logsigmoid(-beta * h_l)
+    elif loss_type == "sppo_hard":
+        losses = (h_w - 0.5 / beta) ** 2 + (h_l + 0.5 / beta) ** 2
+    else:  # apo_zero
+        losses = (1 - torch.sigmoid(beta * h_w)) + torch.sigmoid(beta * h_l)
+
+    return DPOLossOutput(losses, (beta * h_w).detach(), (beta * h_l).detach())
