@@ -99,7 +99,8 @@ def main() -> None:
         print(f"  measured {m}", file=sys.stderr)
     naive = rows[0]
     logits_mb = naive["logits_mb"]
-    print(f"\nlogits ({a.batch} x {a.seq} x {a.vocab}) fp32 = {logits_mb:.0f} MB; forward+backward, best of {a.repeats}")
+    print(f"\nlogits ({a.batch} x {a.seq} x {a.vocab}) fp32 = {logits_mb:.0f} MB; "
+          f"forward+backward, best of {a.repeats}")
     print(f"{'method':<8} {'time s':>8} {'x naive':>8} {'extra peak MB':>14} {'x logits':>9} {'x naive':>8}")
     for r in rows:
         print(

@@ -1,0 +1,138 @@
+"""`make run`: execute the course notebooks headless, in order, into runs/<timestamp>/.
+
+Each notebook runs in its own kernel with the notebooks/ folder as working directory (as in Jupyter and nbmake)
+and the environment variable ``DPO_RUN_DIR`` pointing at the run directory; a notebook that measures something
+for the summary writes ``$DPO_RUN_DIR/metrics/<notebook stem>.json``. The runner writes the executed notebooks,
+``summary.json`` (mode, per-notebook seconds/ok, the notebooks' metrics) and points ``runs/latest`` at the run.
+A failing notebook stops nothing else from being recorded, but makes the process exit 1 and names the cell.
+
+    python -m helpers.suite [--notebooks notebooks/01_*.ipynb ...] [--runs-dir runs] [--timeout 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["NotebookResult", "run_notebook", "run_suite", "main"]
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    ok: bool
+    seconds: float
+    failed_cell: int | None = None  # 0-based index among all cells
+    error: str | None = None
+
+
+def _failing_cell(nb) -> tuple[int | None, str | None]:
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                return i, f"{out.get('ename')}: {out.get('evalue')} (cell {i}: {first_line[:80]!r})"
+    return None, None
+
+
+def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 600) -> NotebookResult:
+    """Execute ``path`` in a fresh kernel, save the executed copy to ``out_path``."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("DPO_RUN_DIR")
+    os.environ["DPO_RUN_DIR"] = str(run_dir.resolve())  # inherited by the kernel process
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.perf_counter()
+    ok, cell, err = True, None, None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError) as e:
+        ok = False
+        cell, err = _failing_cell(nb)
+        err = err or f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
+    except Exception as e:  # kernel died, etc.
+        ok, err = False, f"{type(e).__name__}: {e}"
+    finally:
+        if env_before is None:
+            os.environ.pop("DPO_RUN_DIR", None)
+        else:
+            os.environ["DPO_RUN_DIR"] = env_before
+    seconds = time.perf_counter() - t0
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out_path)
+    return NotebookResult(path.name, ok, round(seconds, 2), cell, err)
+
+
+def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> tuple[Path, dict]:
+    """Run ``notebooks`` in order into a new ``runs_dir/<timestamp>``; return (run_dir, summary)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = runs_dir / stamp
+    n = 1
+    while run_dir.exists():
+        run_dir = runs_dir / f"{stamp}-{n}"
+        n += 1
+    (run_dir / "metrics").mkdir(parents=True)
+    latest = runs_dir / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_dir.name)
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    summary: dict = {"mode": "offline" if offline else "auto", "started": stamp, "notebooks": {}}
+    results = []
+    for nb_path in notebooks:
+        print(f"[run] {nb_path.name} ...", flush=True)
+        res = run_notebook(nb_path, run_dir / nb_path.name, run_dir=run_dir, timeout=timeout)
+        results.append(res)
+        summary["notebooks"][nb_path.stem] = asdict(res)
+        print(f"[run] {nb_path.name}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s"
+              + ("" if res.ok else f"\n      {res.error}"), flush=True)
+    for f in sorted((run_dir / "metrics").glob("*.json")):
+        summary[f.stem] = json.loads(f.read_text())
+    if not notebooks:
+        summary["note"] = "no notebooks found: nothing was executed"
+    summary["seconds_total"] = round(sum(r.seconds for r in results), 2)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return run_dir, summary
+
+
+def _print_table(run_dir: Path, summary: dict) -> None:
+    print(f"\nrun dir: {run_dir}  (runs/latest -> {run_dir.name}), mode: {summary['mode']}")
+    print(f"{'notebook':<40} {'ok':>4} {'seconds':>8}")
+    for name, r in summary["notebooks"].items():
+        print(f"{name:<40} {'yes' if r['ok'] else 'NO':>4} {r['seconds']:>8.1f}")
+    print(f"{'total':<40} {'':>4} {summary['seconds_total']:>8.1f}")
+    if "note" in summary:
+        print(summary["note"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Execute the course notebooks headless into runs/<timestamp>/.")
+    p.add_argument("--notebooks", nargs="*", type=Path, help="default: notebooks/[0-9]*.ipynb in order")
+    p.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    a = p.parse_args(argv)
+    notebooks = a.notebooks if a.notebooks is not None else sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    for nb in notebooks:
+        if not nb.is_file():
+            p.error(f"--notebooks: no such notebook {nb}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the main job is the offline default
+    run_dir, summary = run_suite(notebooks, a.runs_dir, timeout=a.timeout)
+    _print_table(run_dir, summary)
+    return 0 if all(r["ok"] for r in summary["notebooks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

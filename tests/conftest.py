@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny Llama + tokenizer built locally (no hub), and a few conversational preference pairs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test-0000-1199.jsonl"
+
+PAIRS = [
+    ("What is the capital of France?", "The capital of France is Paris.", "I don't know, figure it out."),
+    ("Can you help me bake bread?", "Sure! Mix flour, water, yeast and salt, then knead.", "No."),
+    ("How many legs does a spider have?", "A spider has eight legs.", "Spiders have six legs, like ants."),
+    ("Say something kind.", "You are doing great, keep going!", "Whatever."),
+    ("What is two plus two?", "Two plus two is four.", "Two plus two is five, obviously."),
+    ("Recommend a book, please.", "Try 'The Hobbit' by Tolkien; it is a warm adventure.", "Read anything."),
+]
+
+
+def conversational_pairs() -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": p}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+        }
+        for p, c, r in PAIRS
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from helpers.tinymodel import build_tiny_model
+
+    texts = [t for triple in PAIRS for t in triple] * 4
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, seed=0, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def shared_hh_path() -> Path:
+    if not SHARED_HH.exists():
+        pytest.fail(f"real HH-RLHF rows expected at {SHARED_HH} (../shared beside the repo)")
+    return SHARED_HH
