@@ -11,8 +11,8 @@ REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.tx
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-unsloth.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-unsloth-deps.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-unsloth.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $(STAMP)
