@@ -23,6 +23,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ __all__ = [
     "tokenize_pair",
     "token_lengths",
     "truncation_report",
+    "TOY",
+    "HHSplits",
+    "resolve_hh",
+    "save_splits",
+    "load_or_build_splits",
 ]
 
 # reason -> what it means. Checked in this order: per transcript (chosen, then rejected), then the pair.
@@ -307,3 +313,111 @@ def truncation_report(lengths: dict[str, Any], max_length: int, truncation_mode:
         "truncated": int(truncated.sum()),
         "untouched": int((~cut).sum()),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Source resolution with the offline fallback, train/test split, saving for notebook 03
+
+TOY = "toy"  # the offline default world (helpers.toy), written to data/ by `python -m helpers.toy`
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+@dataclass
+class HHSplits:
+    """Raw rows and formatted pairs of one source. ``dropped[split]`` counts rows dropped by reason."""
+
+    source: str  # what was actually used (after any fallback)
+    note: str  # how it was chosen, printed by the notebooks
+    raw: dict[str, list[dict]]
+    data: dict[str, Any]  # split -> datasets.Dataset (prompt/chosen/rejected)
+    dropped: dict[str, Counter]
+
+
+def _split_rows(rows: list[dict], test_fraction: float, seed: int) -> dict[str, list[dict]]:
+    import random
+
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    n_test = max(1, round(len(rows) * test_fraction))
+    test = sorted(idx[:n_test])
+    train = sorted(idx[n_test:])
+    return {"train": [rows[i] for i in train], "test": [rows[i] for i in test]}
+
+
+def resolve_hh(
+    source: str | Path = "Anthropic/hh-rlhf",
+    *,
+    data_dir: str | None = "helpful-base",
+    limit: int | None = None,
+    test_limit: int | None = None,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> HHSplits:
+    """Load and format train/test HH pairs from ``source``, falling back to the offline default when needed.
+
+    ``source``: a hub id (train and test splits from the hub; when the hub is unusable the toy world is used and
+    the note says why), a local ``.jsonl[.gz]`` file (split ``test_fraction`` deterministically by ``seed``), or
+    ``"toy"`` (the offline default in ``data/``). ``limit``/``test_limit`` cap the rows read per split.
+    """
+    from helpers.runtime import HubUnavailableError
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    source = str(source)
+    toy_paths = {s: DATA_DIR / f for s, f in _toy_files().items()}
+    if source == TOY:
+        raw = {s: load_hh(p, limit=limit if s == "train" else test_limit) for s, p in toy_paths.items()}
+        note = "offline default: the toy politeness world (helpers.toy), data/toy_hh_*.jsonl"
+    elif Path(source).suffix in (".jsonl", ".gz") or Path(source).exists():
+        raw = _split_rows(load_hh(source, limit=limit), test_fraction, seed)
+        if test_limit:
+            raw["test"] = raw["test"][:test_limit]
+        note = f"local file {source}: {len(raw['train'])} train / {len(raw['test'])} test rows (seed {seed})"
+    else:
+        try:
+            raw = {"train": load_hh(source, data_dir=data_dir, split="train", limit=limit),
+                   "test": load_hh(source, data_dir=data_dir, split="test", limit=test_limit)}
+            note = f"hub: {source} ({data_dir})"
+        except HubUnavailableError as e:
+            print(f"NOTE: {e}. Falling back to the offline default (the toy world).")
+            fb = resolve_hh(TOY, limit=limit, test_limit=test_limit)
+            fb.note = f"{fb.note} (fallback: {e})"
+            return fb
+    data, dropped = {}, {}
+    for split, rows in raw.items():
+        data[split], dropped[split] = format_hh(rows, desc=f"parsing {split}")
+    used = TOY if source == TOY else source
+    return HHSplits(used, note, raw, data, dropped)
+
+
+def _toy_files() -> dict[str, str]:
+    from helpers.toy import TOY_FILES
+
+    return TOY_FILES
+
+
+def save_splits(splits: HHSplits, out_dir: str | Path) -> Path:
+    """``save_to_disk`` each formatted split under ``out_dir/<split>`` plus ``report.json`` (source, drop counts)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, ds in splits.data.items():
+        ds.save_to_disk(str(out / split))
+    report = {"source": splits.source, "note": splits.note,
+              "rows": {s: len(r) for s, r in splits.raw.items()},
+              "kept": {s: len(d) for s, d in splits.data.items()},
+              "dropped": {s: dict(c) for s, c in splits.dropped.items()}}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
+def load_or_build_splits(out_dir: str | Path, **resolve_kwargs) -> dict[str, Any]:
+    """Notebook 02's saved splits from ``out_dir``; if absent, rebuild them (``resolve_hh``) and save, with a note."""
+    from datasets import load_from_disk
+
+    out = Path(out_dir)
+    if not all((out / s / "dataset_info.json").exists() for s in ("train", "test")):
+        print(f"NOTE: no formatted data at {out} (notebook 02's output); rebuilding it with helpers.data.resolve_hh.")
+        splits = resolve_hh(**resolve_kwargs)
+        print(f"      source: {splits.note}")
+        save_splits(splits, out)
+    return {s: load_from_disk(str(out / s)) for s in ("train", "test")}
