@@ -22,7 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["NotebookResult", "run_notebook", "run_suite", "main"]
+__all__ = ["NotebookResult", "record_metrics", "run_notebook", "run_suite", "main"]
+
+
+def record_metrics(run_dir: str | Path, notebook: str, metrics: dict) -> Path:
+    """Write a notebook's measured figures to ``run_dir/metrics/<notebook>.json`` (merged into summary.json)."""
+    out = Path(run_dir) / "metrics" / f"{notebook}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    return out
 
 
 @dataclass

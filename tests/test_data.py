@@ -275,3 +275,37 @@ def test_truncation_report_counts():
         truncation_report(lengths, 0)
     with pytest.raises(ValueError, match="truncation_mode"):
         truncation_report(lengths, 10, "middle")
+
+
+# --- source resolution, fallback, save and rebuild ---------------------------------------------------------------
+def test_hub_source_falls_back_to_the_toy_world_offline(monkeypatch, capsys):
+    from helpers.data import TOY, resolve_hh
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    s = resolve_hh("Anthropic/hh-rlhf", limit=50, test_limit=20)
+    assert s.source == TOY and "fallback" in s.note and "HF_HUB_OFFLINE" in s.note
+    assert len(s.raw["train"]) == 50 and len(s.raw["test"]) == 20
+    assert "Falling back" in capsys.readouterr().out
+
+
+def test_local_file_is_split_deterministically(shared_hh_path):
+    from helpers.data import resolve_hh
+
+    a = resolve_hh(shared_hh_path, seed=1)
+    b = resolve_hh(shared_hh_path, seed=1)
+    assert a.raw == b.raw and len(a.raw["test"]) == 120 and len(a.raw["train"]) == 1080
+    rows = load_hh(shared_hh_path)
+    assert sorted(map(json.dumps, a.raw["train"] + a.raw["test"])) == sorted(map(json.dumps, rows))  # a partition
+    assert resolve_hh(shared_hh_path, seed=2).raw["test"] != a.raw["test"]
+
+
+def test_load_or_build_rebuilds_when_absent_then_reuses(tmp_path, capsys):
+    from helpers.data import load_or_build_splits
+
+    out = tmp_path / "02_hh"
+    first = load_or_build_splits(out, source="toy", limit=40, test_limit=10)
+    assert "rebuilding" in capsys.readouterr().out
+    assert (out / "report.json").exists() and 30 < len(first["train"]) <= 40
+    again = load_or_build_splits(out, source="toy")
+    assert "rebuilding" not in capsys.readouterr().out
+    assert again["train"].to_list() == first["train"].to_list()

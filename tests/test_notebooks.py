@@ -1,0 +1,66 @@
+"""Notebook conventions, and notebooks' printed figures checked against independent computations.
+
+nbmake executes every notebook in `make test`; here the metrics a notebook records are compared with what the
+tests compute on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.suite import run_notebook
+from tests.test_data import _independent_reason
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def _cells(path):
+    return nbformat.read(path, as_version=4).cells
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_conventions(path):
+    cells = _cells(path)
+    code = [c for c in cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "outputs must be stripped"
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] <= 2, "one cell tagged 'parameters' near the top"
+    assert "google.colab" in code[0].source and "colab_install.sh" in code[0].source, "first code cell: Colab setup"
+    assert "banner()" in code[tagged[0] + 1].source, "the runtime banner comes right after the parameters"
+    src = "\n".join(c.source for c in code)
+    assert "/work/" not in src and "/home/" not in src, "relative paths only"
+
+
+def test_colab_cell_is_identical_everywhere():
+    firsts = {next(c for c in _cells(p) if c.cell_type == "code").source for p in NOTEBOOKS}
+    assert len(firsts) == 1
+
+
+def test_notebook02_counts_equal_independent_counts(tmp_path, shared_hh_path, monkeypatch, real_rows_raw):
+    monkeypatch.setenv("DPO_HH_SOURCE", str(shared_hh_path))
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_hh_rlhf_formatting.ipynb"
+    res = run_notebook(nb, tmp_path / "executed.ipynb", run_dir=tmp_path, timeout=300)
+    assert res.ok, res.error
+    m = json.loads((tmp_path / "metrics" / "02_hh_rlhf_formatting.json").read_text())
+    reasons = Counter(r for r in map(_independent_reason, real_rows_raw) if r is not None)
+    assert m["rows"] == len(real_rows_raw) == 1200
+    assert m["kept"] == sum(_independent_reason(r) is None for r in real_rows_raw)
+    assert m["dropped"] == dict(reasons)
+    assert m["first_split_corrupted"] == m["multi_turn_rows"] == sum(r["chosen"].count("\n\nHuman:") > 1
+                                                                     for r in real_rows_raw)
+    assert (tmp_path / "02_hh" / "train" / "dataset_info.json").exists()
+    assert (tmp_path / "figures" / "02_token_lengths.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def real_rows_raw(shared_hh_path):
+    return [json.loads(line) for line in shared_hh_path.read_text().splitlines() if line.strip()]
