@@ -18,7 +18,7 @@ def test_generator_is_deterministic_and_seed_dependent():
 def test_committed_files_are_what_the_generator_writes(tmp_path):
     fresh = write_toy_files(tmp_path)
     for split, name in TOY_FILES.items():
-        assert (DATA / name).read_bytes() == fresh[split].read_bytes(), f"regenerate with `python -m helpers.toy`"
+        assert (DATA / name).read_bytes() == fresh[split].read_bytes(), "regenerate with `python -m helpers.toy`"
 
 
 @pytest.fixture(scope="module")
