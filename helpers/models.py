@@ -1,11 +1,19 @@
-"""Loading tokenizers (and, with the offline-world issue, models) the same way for a hub id and a local directory."""
+"""Loading models and tokenizers the same way for a hub id (online) and a local directory (offline).
+
+``load_model`` uses Unsloth's ``FastLanguageModel`` when unsloth is installed (on Colab's T4 and, through its CPU
+fallback, in CI) and transformers + peft otherwise; both give a LoRA-wrapped model and a tokenizer with a pad
+token and a chat template. Unsloth is imported before transformers/trl wherever it is used.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MODEL_ID", "load_tokenizer"]
+__all__ = ["MODEL_ID", "LoraSettings", "load_model", "load_tokenizer", "count_parameters", "unsloth_importable"]
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -48,3 +56,144 @@ def load_tokenizer(
     if verbose:
         print(f"tokenizer: {source}")
     return tok, source
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter settings shared by the Unsloth and the transformers+peft branch."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    gradient_checkpointing: bool | str = "auto"  # "auto": Unsloth's "unsloth" mode on a GPU, off on a CPU
+
+    def __post_init__(self):
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"lora.r must be an int >= 1, got {self.r!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.target_modules:
+            raise ValueError("lora.target_modules must name at least one module, e.g. ('q_proj', 'v_proj')")
+
+
+def unsloth_importable() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def _resolve_unsloth(use_unsloth: bool | str) -> bool:
+    if use_unsloth not in (True, False, "auto"):
+        raise ValueError(f"use_unsloth must be True, False or 'auto', got {use_unsloth!r}")
+    if use_unsloth is True and not unsloth_importable():
+        raise ValueError("use_unsloth=True but unsloth is not installed (pip install -r requirements-unsloth.txt)")
+    return unsloth_importable() if use_unsloth == "auto" else bool(use_unsloth)
+
+
+def _check_source(name_or_path: str | Path) -> str:
+    """A local directory, or a hub id when the hub is usable; a clear error otherwise."""
+    from helpers.runtime import require_hub
+
+    p = Path(name_or_path)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"model path {p} exists but has no config.json: not a saved model directory")
+        return str(p)
+    s = str(name_or_path)
+    if s.startswith((".", "/", "~")) or s.count("/") != 1:
+        raise ValueError(f"model {s!r} is neither an existing directory nor a hub id like 'owner/name'")
+    require_hub(f"model {s}")
+    return s
+
+
+def load_model(
+    name_or_path: str | Path = MODEL_ID,
+    *,
+    use_unsloth: bool | str = "auto",
+    load_in_4bit: bool = False,
+    max_seq_length: int = 1024,
+    lora: LoraSettings | None = LoraSettings(),
+    dtype: Any = None,
+    seed: int = 0,
+):
+    """Load a causal LM (hub id or local directory) with LoRA adapters, and its tokenizer.
+
+    With Unsloth (``use_unsloth="auto"`` and unsloth installed) this is ``FastLanguageModel.from_pretrained`` +
+    ``FastLanguageModel.get_peft_model``; otherwise transformers + peft with the same settings. ``dtype=None``:
+    fp16 on a GPU without bf16 (T4), bf16 on newer GPUs, fp32 on a CPU. ``lora=None`` returns the plain model
+    (for a reference model or for generation). The tokenizer always has a pad token and a chat template.
+
+    Returns ``(model, tokenizer)``; ``model.dpo_course_backend`` is ``"unsloth"`` or ``"transformers"``.
+    """
+    if not isinstance(max_seq_length, int) or max_seq_length < 8:
+        raise ValueError(f"max_seq_length must be an int >= 8, got {max_seq_length!r}")
+    backend = "unsloth" if _resolve_unsloth(use_unsloth) else "transformers"
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (before anything imports transformers/trl: it patches them on import)
+    import torch
+
+    from helpers.runtime import detect
+    from helpers.tinymodel import CHATML_TEMPLATE
+
+    source = _check_source(name_or_path)
+    rt = detect(check_hub=False)
+    if dtype is None:
+        dtype = torch.float32 if rt.device == "cpu" else (torch.bfloat16 if rt.bf16 else torch.float16)
+    if load_in_4bit and rt.device == "cpu":
+        raise ValueError("load_in_4bit=True needs a CUDA GPU (bitsandbytes); use load_in_4bit=False on a CPU")
+    checkpointing = None
+    if lora is not None:
+        checkpointing = lora.gradient_checkpointing
+        if checkpointing == "auto":
+            checkpointing = ("unsloth" if backend == "unsloth" else True) if rt.device == "cuda" else False
+
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=source, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit,
+        )
+        if lora is not None:
+            model = FastLanguageModel.get_peft_model(
+                model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), bias="none",
+                use_gradient_checkpointing=checkpointing, random_state=seed, max_seq_length=max_seq_length,
+            )
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        if rt.device == "cuda" and not load_in_4bit:
+            model = model.to("cuda")
+        tokenizer = AutoTokenizer.from_pretrained(source, model_max_length=max_seq_length)
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            if checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.enable_input_require_grads()
+            torch.manual_seed(seed)
+            model = get_peft_model(model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM"))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.padding_side = "right"
+    model.dpo_course_backend = backend
+    return model, tokenizer
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

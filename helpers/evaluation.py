@@ -1,0 +1,140 @@
+"""Held-out evaluation: pair log-probs under policy and reference, DPO reward metrics, sampling.
+
+``pair_logps`` tokenizes pairs exactly as TRL does (``helpers.data.tokenize_pair``) and sums completion-token
+log-probs with ``helpers.logprobs.sequence_logps``, so its numbers are TRL's ``logps/chosen``/``logps/rejected``.
+For a LoRA model, ``reference=True`` evaluates with the adapters disabled: the reference policy of DPOTrainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+__all__ = ["pair_logps", "reward_metrics", "sample_responses", "chat_prompts"]
+
+
+def _batches(n: int, size: int):
+    for s in range(0, n, size):
+        yield range(s, min(s + size, n))
+
+
+def _adapters_off(model, reference: bool):
+    if reference and hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    return contextlib.nullcontext()
+
+
+def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bool = False,
+               max_length: int | None = None) -> dict[str, np.ndarray]:
+    """Summed completion log-probs of every pair.
+
+    Args:
+        dataset: conversational pairs (prompt/chosen/rejected message lists), N rows.
+        reference: evaluate the reference policy (LoRA adapters disabled).
+        max_length: truncate prompt+completion like ``DPOConfig.max_length`` with ``keep_start``.
+
+    Returns:
+        ``{"chosen": (N,), "rejected": (N,), "chosen_tokens": (N,), "rejected_tokens": (N,)}`` numpy arrays.
+    """
+    import torch
+
+    from helpers.data import tokenize_pair
+    from helpers.logprobs import sequence_logps
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    toks = [tokenize_pair(ex, tokenizer) for ex in dataset]
+    out: dict[str, list] = {"chosen": [], "rejected": [], "chosen_tokens": [], "rejected_tokens": []}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), _adapters_off(model, reference):
+        for idx in _batches(len(toks), batch_size):
+            for side in ("chosen", "rejected"):
+                seqs, labels = [], []
+                for i in idx:
+                    ids = toks[i]["prompt_ids"] + toks[i][f"{side}_ids"]
+                    lab = [-100] * len(toks[i]["prompt_ids"]) + toks[i][f"{side}_ids"]
+                    if max_length is not None:
+                        ids, lab = ids[:max_length], lab[:max_length]
+                    seqs.append(ids)
+                    labels.append(lab)
+                width = max(map(len, seqs))
+                input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+                lab_t = torch.full((len(seqs), width), -100, dtype=torch.long)
+                attn = torch.zeros((len(seqs), width), dtype=torch.long)
+                for j, (ids, lab) in enumerate(zip(seqs, labels, strict=True)):
+                    input_ids[j, : len(ids)] = torch.tensor(ids)
+                    lab_t[j, : len(lab)] = torch.tensor(lab)
+                    attn[j, : len(ids)] = 1
+                logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device)).logits
+                out[side] += sequence_logps(logits, lab_t.to(device)).cpu().tolist()
+                out[f"{side}_tokens"] += (lab_t[:, 1:] != -100).sum(-1).tolist()
+    model.train(was_training)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def reward_metrics(policy: dict[str, np.ndarray], reference: dict[str, np.ndarray], beta: float) -> dict[str, Any]:
+    """DPO's implicit-reward metrics on held-out pairs, as TRL names them (means over pairs).
+
+    ``rewards/accuracies`` counts pairs with a strictly larger chosen reward (TRL's definition).
+    """
+    rc = beta * (policy["chosen"] - reference["chosen"])
+    rr = beta * (policy["rejected"] - reference["rejected"])
+    return {
+        "rewards/accuracies": float(np.mean(rc > rr)),
+        "rewards/margins": float(np.mean(rc - rr)),
+        "rewards/chosen": float(np.mean(rc)),
+        "rewards/rejected": float(np.mean(rr)),
+        "logps/chosen": float(np.mean(policy["chosen"])),
+        "logps/rejected": float(np.mean(policy["rejected"])),
+        "n": int(rc.size),
+    }
+
+
+def chat_prompts(dataset) -> list[list[dict[str, str]]]:
+    """The prompt message lists of a conversational preference dataset."""
+    return [list(ex["prompt"]) for ex in dataset]
+
+
+def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_new_tokens: int = 32,
+                     do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                     batch_size: int = 32, reference: bool = False) -> list[str]:
+    """Generate one response per prompt (chat template + generation prompt), decoded without special tokens.
+
+    Sampling is seeded (``seed``) so that a reference and a policy see the same random stream per batch.
+    ``reference=True`` samples with the LoRA adapters disabled.
+    """
+    import torch
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    device = next(model.parameters()).device
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    responses: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _adapters_off(model, reference):
+            for b, idx in enumerate(_batches(len(texts), batch_size)):
+                enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(device)
+                torch.manual_seed(seed + b)
+                kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.eos_token_id)
+                if do_sample:
+                    kw.update(temperature=temperature, top_p=top_p, top_k=0)
+                gen = model.generate(**enc, **kw)
+                new = gen[:, enc["input_ids"].shape[1]:]
+                responses += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return responses
