@@ -390,6 +390,16 @@ def resolve_hh(
     return HHSplits(used, note, raw, data, dropped)
 
 
+def _toy_fingerprint() -> str:
+    """sha256 (12 hex) of the offline default's data files: saved splits made from other files are stale."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(_toy_files().values()):
+        h.update((DATA_DIR / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _toy_files() -> dict[str, str]:
     from helpers.toy import TOY_FILES
 
@@ -402,7 +412,7 @@ def save_splits(splits: HHSplits, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for split, ds in splits.data.items():
         ds.save_to_disk(str(out / split))
-    report = {"source": splits.source, "note": splits.note,
+    report = {"source": splits.source, "note": splits.note, "toy_fingerprint": _toy_fingerprint(),
               "rows": {s: len(r) for s, r in splits.raw.items()},
               "kept": {s: len(d) for s, d in splits.data.items()},
               "dropped": {s: dict(c) for s, c in splits.dropped.items()}}
@@ -415,8 +425,15 @@ def load_or_build_splits(out_dir: str | Path, **resolve_kwargs) -> dict[str, Any
     from datasets import load_from_disk
 
     out = Path(out_dir)
-    if not all((out / s / "dataset_info.json").exists() for s in ("train", "test")):
-        print(f"NOTE: no formatted data at {out} (notebook 02's output); rebuilding it with helpers.data.resolve_hh.")
+    splits_saved = all((out / s / "dataset_info.json").exists() for s in ("train", "test"))
+    complete = splits_saved and (out / "report.json").exists()
+    reason = "no formatted data"
+    if complete:
+        report = json.loads((out / "report.json").read_text())
+        if report["source"] == TOY and report.get("toy_fingerprint") != _toy_fingerprint():
+            complete, reason = False, "stale toy data (data/toy_hh_*.jsonl changed since it was saved)"
+    if not complete:
+        print(f"NOTE: {reason} at {out} (notebook 02's output); rebuilding it with helpers.data.resolve_hh.")
         splits = resolve_hh(**resolve_kwargs)
         print(f"      source: {splits.note}")
         save_splits(splits, out)

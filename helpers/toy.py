@@ -2,12 +2,13 @@
 
 Like the DPO paper's controlled-sentiment experiment, but on a CPU in a minute. Users ask short factual questions
 (single- and multi-turn). The rule a good answer follows is **politeness**: the ground-truth reward of a response is
-the number of polite phrases minus the number of rude phrases in it (``toy_reward``); a response is in the *chosen
+the number of polite markers minus the number of rude markers in it (``toy_reward``); a response is in the *chosen
 style* when its reward is > 0. Every pair's chosen response scores higher than its rejected one.
 
-- clear pairs: polite opener (+ maybe a polite closer) vs rude opener (+ maybe a rude closer): reward >= 1 vs <= -1;
-- subtle pairs (``subtle_share``): polite vs the same polite answer with a rude closer, or vs no opener at all:
-  reward 1 vs 0, differing in one phrase, so reward accuracy does not saturate at the first steps.
+- clear pairs: polite opener + answer (+ maybe a polite closer) vs rude opener + the same answer (+ maybe a rude
+  closer): reward >= 1 vs <= -1;
+- subtle pairs (``subtle_share``): polite answer vs the same polite answer spoiled by a rude closer: reward 1 vs 0,
+  one phrase apart at the end, so reward accuracy does not saturate at the first steps.
 
 Rows are written in the raw HH-RLHF transcript format so the same ``helpers.data.parse_hh`` pipeline handles them.
 A small share of rows (``quirk_share``) deliberately carries HH-RLHF's real quirks (empty response, merged turns,
@@ -31,21 +32,26 @@ __all__ = [
     "write_toy_files",
 ]
 
-POLITE_OPENERS = ("Sure!", "Of course!", "Happy to help!", "Great question!", "Gladly!")
+# Openers are single words, so the style of a response is decided by its first token; the reward matches words,
+# not exact phrases, so a garbled rude phrase ("Now go.") still counts as rude.
+POLITE_OPENERS = ("Sure!", "Gladly!", "Certainly!", "Absolutely!", "Happily!")
 POLITE_CLOSERS = ("Hope that helps!", "Have a nice day!", "Glad to help.")
-RUDE_OPENERS = ("Ugh.", "Whatever.", "Figure it out yourself.", "Stop bothering me.", "Obviously.")
+RUDE_OPENERS = ("Ugh.", "Whatever.", "Obviously.", "Meh.", "Duh.")
 RUDE_CLOSERS = ("Now go away.", "Don't ask again.", "Are we done?")
 POLITE = POLITE_OPENERS + POLITE_CLOSERS
 RUDE = RUDE_OPENERS + RUDE_CLOSERS
-_POLITE_RE = re.compile("|".join(re.escape(p) for p in POLITE))
-_RUDE_RE = re.compile("|".join(re.escape(p) for p in RUDE))
+_POLITE_RE = re.compile(r"\b(?:sure|gladly|certainly|absolutely|happily|helps|nice day|glad)\b", re.IGNORECASE)
+_RUDE_RE = re.compile(r"\b(?:ugh|whatever|obviously|meh|duh|go away|ask again|we done)\b", re.IGNORECASE)
 
 TOY_FILES = {"train": "toy_hh_train.jsonl", "test": "toy_hh_test.jsonl"}
 TOY_SIZES = {"train": (1200, 1), "test": (240, 2)}  # split -> (rows, seed)
 
 
 def toy_reward(text: str) -> float:
-    """Ground-truth reward: (# polite phrases) - (# rude phrases) in ``text``. Works on any generated text."""
+    """Ground-truth reward: (# polite markers) - (# rude markers) in ``text``, matched as whole words, any case.
+
+    Each opener and closer in ``POLITE``/``RUDE`` contains exactly one marker. Works on any generated text.
+    """
     if not isinstance(text, str):
         raise ValueError(f"text must be a string, got {type(text).__name__}")
     return float(len(_POLITE_RE.findall(text)) - len(_RUDE_RE.findall(text)))
@@ -109,14 +115,11 @@ def _history(rng: random.Random) -> list[tuple[str, str]]:
 
 def _pair(rng: random.Random, answer: str, subtle: bool) -> tuple[str, str]:
     polite = f"{rng.choice(POLITE_OPENERS)} {answer}"
-    if not subtle:
+    if not subtle:  # polite vs rude, the same answer in between
         chosen = polite + (f" {rng.choice(POLITE_CLOSERS)}" if rng.random() < 0.5 else "")
         rude = f"{rng.choice(RUDE_OPENERS)} {answer}"
-        rejected = rude + (f" {rng.choice(RUDE_CLOSERS)}" if rng.random() < 0.5 else "")
-        return chosen, rejected
-    if rng.random() < 0.5:
-        return polite, f"{polite} {rng.choice(RUDE_CLOSERS)}"
-    return polite, answer
+        return chosen, rude + (f" {rng.choice(RUDE_CLOSERS)}" if rng.random() < 0.5 else "")
+    return polite, f"{polite} {rng.choice(RUDE_CLOSERS)}"  # the same answer, spoiled by a rude closer
 
 
 def _render(turns: list[tuple[str, str]]) -> str:

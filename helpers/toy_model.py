@@ -17,7 +17,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["ToyRecipe", "default_cache_dir", "recipe_hash", "build_toy_sft_model", "toy_sft_model_dir"]
+__all__ = ["ToyRecipe", "TOY_DPO", "TOY_DECODING", "default_cache_dir", "recipe_hash", "build_toy_sft_model",
+           "toy_sft_model_dir"]
+
+# The offline DPO recipe (LoRA r=16, alpha=32 on all projections): measured on 2 CPU cores, 100 steps take ~30 s
+# and reach held-out reward accuracy 1.0. lr 3e-4 for 80 steps already collapses generation (probability mass of
+# the rejected openers leaks to junk tokens), so the learning rate is deliberately low.
+TOY_DPO = dict(beta=0.1, learning_rate=1.5e-4, max_steps=100, per_device_train_batch_size=16,
+               lr_scheduler_type="cosine", warmup_steps=5, max_length=256)
+# How generations are sampled when the chosen-style rate is measured: nucleus sampling over the full vocabulary.
+TOY_DECODING = dict(do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=32)
 
 ROOT = Path(__file__).resolve().parents[1]
 

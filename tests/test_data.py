@@ -309,3 +309,17 @@ def test_load_or_build_rebuilds_when_absent_then_reuses(tmp_path, capsys):
     again = load_or_build_splits(out, source="toy")
     assert "rebuilding" not in capsys.readouterr().out
     assert again["train"].to_list() == first["train"].to_list()
+
+
+def test_saved_toy_splits_are_rebuilt_when_the_toy_files_change(tmp_path, monkeypatch, capsys):
+    from helpers import data
+    from helpers.data import load_or_build_splits
+
+    out = tmp_path / "02_hh"
+    load_or_build_splits(out, source="toy", limit=30, test_limit=10)
+    capsys.readouterr()
+    load_or_build_splits(out, source="toy")
+    assert "rebuilding" not in capsys.readouterr().out
+    monkeypatch.setattr(data, "_toy_fingerprint", lambda: "changed-data")
+    load_or_build_splits(out, source="toy")
+    assert "stale toy data" in capsys.readouterr().out
