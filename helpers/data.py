@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.toy import TOY_FILES
+
 __all__ = [
     "REASONS",
     "HHFormatError",
@@ -161,6 +163,11 @@ def format_hh(rows: Iterable[dict], *, progress: bool | None = None, desc: str =
     return Dataset.from_list(kept), dropped
 
 
+def _is_local(source: str | Path) -> bool:
+    """A path to a local file (by its suffix or because it exists), as opposed to a hub dataset id."""
+    return Path(source).suffix in (".jsonl", ".gz") or Path(source).exists()
+
+
 def read_jsonl(path: str | Path, *, limit: int | None = None) -> list[dict]:
     """Rows of a ``.jsonl`` or ``.jsonl.gz`` file. Errors name the file (and line)."""
     path = Path(path)
@@ -208,11 +215,10 @@ def load_hh(
     """
     if limit is not None and (not isinstance(limit, int) or limit <= 0):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    local = Path(source)
-    if local.suffix in (".jsonl", ".gz") or local.exists():
-        if local.suffix not in (".jsonl", ".gz"):
+    if _is_local(source):
+        if Path(source).suffix not in (".jsonl", ".gz"):
             raise ValueError(f"source must be a .jsonl or .jsonl.gz file or a hub id, got {source!r}")
-        return read_jsonl(local, limit=limit)
+        return read_jsonl(source, limit=limit)
 
     from helpers.runtime import require_hub
 
@@ -364,11 +370,11 @@ def resolve_hh(
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     source = str(source)
-    toy_paths = {s: DATA_DIR / f for s, f in _toy_files().items()}
+    toy_paths = {s: DATA_DIR / f for s, f in TOY_FILES.items()}
     if source == TOY:
         raw = {s: load_hh(p, limit=limit if s == "train" else test_limit) for s, p in toy_paths.items()}
         note = "offline default: the toy politeness world (helpers.toy), data/toy_hh_*.jsonl"
-    elif Path(source).suffix in (".jsonl", ".gz") or Path(source).exists():
+    elif _is_local(source):
         raw = _split_rows(load_hh(source, limit=limit), test_fraction, seed)
         if test_limit:
             raw["test"] = raw["test"][:test_limit]
@@ -395,15 +401,9 @@ def _toy_fingerprint() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in sorted(_toy_files().values()):
+    for name in sorted(TOY_FILES.values()):
         h.update((DATA_DIR / name).read_bytes())
     return h.hexdigest()[:12]
-
-
-def _toy_files() -> dict[str, str]:
-    from helpers.toy import TOY_FILES
-
-    return TOY_FILES
 
 
 def save_splits(splits: HHSplits, out_dir: str | Path) -> Path:

@@ -41,7 +41,7 @@ def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bo
     import torch
 
     from helpers.data import tokenize_pair
-    from helpers.logprobs import sequence_logps
+    from helpers.logprobs import pad_and_mask, sequence_logps
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -54,22 +54,9 @@ def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bo
     with torch.no_grad(), _adapters_off(model, reference):
         for idx in _batches(len(toks), batch_size):
             for side in ("chosen", "rejected"):
-                seqs, labels = [], []
-                for i in idx:
-                    ids = toks[i]["prompt_ids"] + toks[i][f"{side}_ids"]
-                    lab = [-100] * len(toks[i]["prompt_ids"]) + toks[i][f"{side}_ids"]
-                    if max_length is not None:
-                        ids, lab = ids[:max_length], lab[:max_length]
-                    seqs.append(ids)
-                    labels.append(lab)
-                width = max(map(len, seqs))
-                input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-                lab_t = torch.full((len(seqs), width), -100, dtype=torch.long)
-                attn = torch.zeros((len(seqs), width), dtype=torch.long)
-                for j, (ids, lab) in enumerate(zip(seqs, labels, strict=True)):
-                    input_ids[j, : len(ids)] = torch.tensor(ids)
-                    lab_t[j, : len(lab)] = torch.tensor(lab)
-                    attn[j, : len(ids)] = 1
+                seqs = [toks[i]["prompt_ids"] + toks[i][f"{side}_ids"] for i in idx]
+                n_prompt = [len(toks[i]["prompt_ids"]) for i in idx]
+                input_ids, attn, lab_t = pad_and_mask(seqs, n_prompt, pad, max_length=max_length)
                 logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device)).logits
                 out[side] += sequence_logps(logits, lab_t.to(device)).cpu().tolist()
                 out[f"{side}_tokens"] += (lab_t[:, 1:] != -100).sum(-1).tolist()

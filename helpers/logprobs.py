@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["token_logps", "sequence_logps", "CHUNK_ELEMENTS"]
+__all__ = ["token_logps", "sequence_logps", "pad_and_mask", "CHUNK_ELEMENTS"]
 
 CHUNK_ELEMENTS = 1 << 23  # elements of logits processed at once (32 MB in fp32)
 
@@ -124,3 +124,32 @@ def sequence_logps(
         return total
     count = (labels[:, 1:] != ignore_index).sum(-1).clamp(min=1)
     return total / count
+
+
+def pad_and_mask(
+    sequences: list[list[int]], prompt_lengths: list[int], pad_token_id: int, *, ignore_index: int = -100,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad token sequences and build the labels that ``sequence_logps`` scores.
+
+    Args:
+        sequences: N lists of token ids (prompt followed by completion).
+        prompt_lengths: N prompt lengths; prompt tokens and padding get ``ignore_index`` in the labels.
+        max_length: keep only the first ``max_length`` tokens (TRL's ``truncation_mode="keep_start"``).
+
+    Returns:
+        ``(input_ids (N, T), attention_mask (N, T), labels (N, T))`` int64, T the longest kept sequence.
+    """
+    if len(sequences) != len(prompt_lengths) or not sequences:
+        raise ValueError(f"sequences and prompt_lengths must be non-empty and of equal length, "
+                         f"got {len(sequences)} and {len(prompt_lengths)}")
+    kept = [ids[:max_length] if max_length is not None else ids for ids in sequences]
+    width = max(map(len, kept))
+    input_ids = torch.full((len(kept), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(kept), width), ignore_index, dtype=torch.long)
+    attention_mask = torch.zeros((len(kept), width), dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(zip(kept, prompt_lengths, strict=True)):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        labels[i, n_prompt : len(ids)] = input_ids[i, n_prompt : len(ids)]
+        attention_mask[i, : len(ids)] = 1
+    return input_ids, attention_mask, labels

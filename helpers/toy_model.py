@@ -97,7 +97,7 @@ def build_toy_sft_model(
     from transformers import LlamaForCausalLM
 
     from helpers.data import DATA_DIR, format_hh, load_hh
-    from helpers.logprobs import token_logps
+    from helpers.logprobs import pad_and_mask, token_logps
     from helpers.tinymodel import tiny_llama_config, train_tokenizer
     from helpers.toy import TOY_FILES
 
@@ -131,14 +131,8 @@ def build_toy_sft_model(
         order = torch.randperm(len(seqs), generator=gen).tolist()
         for s in range(0, len(order), recipe.batch_size):
             batch = [seqs[i] for i in order[s : s + recipe.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-            labels = torch.full((len(batch), width), -100)
-            attn = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, (ids, n_prompt) in enumerate(batch):
-                input_ids[i, : len(ids)] = torch.tensor(ids)
-                labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])  # response tokens only
-                attn[i, : len(ids)] = 1
+            input_ids, attn, labels = pad_and_mask([ids for ids, _ in batch], [n for _, n in batch],
+                                                   tokenizer.pad_token_id)  # loss on response tokens only
             logits = model(input_ids=input_ids, attention_mask=attn).logits
             per_tok = token_logps(logits, labels)  # (B, T-1)
             loss = -per_tok.sum() / (labels[:, 1:] != -100).sum()

@@ -115,3 +115,16 @@ def test_bad_inputs_raise():
     bad[0, 2] = 10
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
         sequence_logps(logits, bad)
+
+
+def test_pad_and_mask_builds_the_labels_sequence_logps_scores():
+    from helpers.logprobs import pad_and_mask
+
+    ids, attn, labels = pad_and_mask([[5, 6, 7, 8], [5, 9]], [2, 1], pad_token_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8], [5, 9, 0, 0]]
+    assert attn.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert labels.tolist() == [[-100, -100, 7, 8], [-100, 9, -100, -100]]
+    ids, _, labels = pad_and_mask([[5, 6, 7, 8]], [2], pad_token_id=0, max_length=3)
+    assert ids.tolist() == [[5, 6, 7]] and labels.tolist() == [[-100, -100, 7]]
+    with pytest.raises(ValueError, match="prompt_lengths"):
+        pad_and_mask([[1, 2]], [1, 1], pad_token_id=0)
