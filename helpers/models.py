@@ -18,6 +18,16 @@ __all__ = ["MODEL_ID", "LoraSettings", "load_model", "load_tokenizer", "count_pa
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+def _finish_tokenizer(tok) -> None:
+    """Every tokenizer the course hands out has a pad token (eos, as SmolLM2-Instruct) and a chat template."""
+    from helpers.tinymodel import CHATML_TEMPLATE
+
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tok.chat_template = CHATML_TEMPLATE
+
+
 def load_tokenizer(
     name_or_path: str | Path = MODEL_ID,
     *,
@@ -35,7 +45,7 @@ def load_tokenizer(
     from transformers import AutoTokenizer
 
     from helpers.runtime import HubUnavailableError, require_hub
-    from helpers.tinymodel import CHATML_TEMPLATE, train_tokenizer
+    from helpers.tinymodel import train_tokenizer
 
     path = Path(name_or_path)
     if path.is_dir():
@@ -49,10 +59,7 @@ def load_tokenizer(
                 raise
             tok = train_tokenizer(fallback_texts, vocab_size=fallback_vocab_size)
             source = f"offline fallback: ChatML BPE ({len(tok)} tokens) trained on the given texts; {e}"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if not tok.chat_template:
-        tok.chat_template = CHATML_TEMPLATE
+    _finish_tokenizer(tok)
     if verbose:
         print(f"tokenizer: {source}")
     return tok, source
@@ -134,7 +141,6 @@ def load_model(
     import torch
 
     from helpers.runtime import detect
-    from helpers.tinymodel import CHATML_TEMPLATE
 
     source = _check_source(name_or_path)
     rt = detect(check_hub=False)
@@ -183,10 +189,7 @@ def load_model(
             model = get_peft_model(model, LoraConfig(
                 r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                 target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM"))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
+    _finish_tokenizer(tokenizer)
     tokenizer.padding_side = "right"
     model.dpo_course_backend = backend
     return model, tokenizer

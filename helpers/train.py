@@ -2,10 +2,10 @@
 
     python -m helpers.train [--backend auto|unsloth|transformers] [--output-dir runs/train] [--max-steps N]
 
-With no ``--model``/``--data`` it runs the offline default: the toy world's SFT model and data
-(``helpers.toy_model``), and reports held-out reward accuracy and the chosen-style rate of sampled generations
-before and after DPO (``metrics.json`` in the output directory). This module imports no ML library at import
-time, so that ``unsloth`` can be imported first when it is used.
+The command line runs the offline default: the toy world's SFT model and data (``helpers.toy_model``), and
+reports held-out reward accuracy and the chosen-style rate of sampled generations before and after DPO
+(``metrics.json`` in the output directory). This module imports no ML library at import time, so that
+``unsloth`` can be imported first when it is used.
 """
 
 from __future__ import annotations
@@ -93,10 +93,14 @@ def run_dpo_experiment(
         "logps/rejected": float(ref["rejected"].mean()),
     }
     prompts = chat_prompts(test)
-    if style_fn is not None:
-        samples = sample_responses(model, tokenizer, prompts, reference=True, seed=seed, **(decoding or {}))
-        out["before"]["chosen_style_rate"] = float(np.mean([style_fn(t) for t in samples]))
-        out["before"]["samples"] = samples[:8]
+
+    def style(into: dict, reference: bool) -> None:  # chosen-style rate of sampled generations (+ a few samples)
+        if style_fn is not None:
+            samples = sample_responses(model, tokenizer, prompts, reference=reference, seed=seed, **(decoding or {}))
+            into["chosen_style_rate"] = float(np.mean([style_fn(t) for t in samples]))
+            into["samples"] = samples[:8]
+
+    style(out["before"], reference=True)
 
     trainer = DPOTrainer(model=model, args=dpo_config(output_dir, seed=seed, **dpo), train_dataset=train,
                          processing_class=tokenizer)
@@ -107,10 +111,7 @@ def run_dpo_experiment(
 
     pol = pair_logps(model, tokenizer, test, max_length=max_length)
     out["after"] = reward_metrics(pol, ref, beta)
-    if style_fn is not None:
-        samples = sample_responses(model, tokenizer, prompts, seed=seed, **(decoding or {}))
-        out["after"]["chosen_style_rate"] = float(np.mean([style_fn(t) for t in samples]))
-        out["after"]["samples"] = samples[:8]
+    style(out["after"], reference=False)
     out["model"], out["tokenizer"], out["trainer"] = model, tokenizer, trainer
     if verbose:
         b, a = out["before"], out["after"]
@@ -127,11 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if a.backend in ("auto", "unsloth"):
-        import importlib.util
+    from helpers.models import unsloth_importable  # imports no ML library
 
-        if a.backend == "unsloth" or importlib.util.find_spec("unsloth"):
-            import unsloth  # noqa: F401  (before transformers/trl)
+    if a.backend == "unsloth" or (a.backend == "auto" and unsloth_importable()):
+        import unsloth  # noqa: F401  (before transformers/trl)
     from helpers.data import load_or_build_splits
     from helpers.toy import is_chosen_style
     from helpers.toy_model import TOY_DECODING, TOY_DPO, build_toy_sft_model
