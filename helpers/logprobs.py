@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["token_logps", "sequence_logps", "pad_and_mask", "CHUNK_ELEMENTS"]
+__all__ = ["token_logps", "sequence_logps", "pad_and_mask", "naive_sequence_logps", "saved_for_backward_bytes",
+           "CHUNK_ELEMENTS"]
 
 CHUNK_ELEMENTS = 1 << 23  # elements of logits processed at once (32 MB in fp32)
 
@@ -153,3 +154,35 @@ def pad_and_mask(
         labels[i, n_prompt : len(ids)] = input_ids[i, n_prompt : len(ids)]
         attention_mask[i, : len(ids)] = 1
     return input_ids, attention_mask, labels
+
+
+def naive_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """The tutorial recipe ``log_softmax(logits).gather(labels)``: same result as ``sequence_logps``, ``(B,)``.
+
+    Kept for comparison only: it materialises a second ``(B, T-1, V)`` tensor that autograd keeps for backward.
+    """
+    lab = labels[:, 1:]
+    mask = lab != ignore_index
+    per_tok = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1)
+    return (per_tok * mask).sum(-1)
+
+
+def saved_for_backward_bytes(fn, logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Bytes autograd keeps between forward and backward for ``fn(logits, labels)``, beyond the inputs themselves.
+
+    Counts each storage once (via ``torch.autograd.graph.saved_tensors_hooks``) and leaves out the storages of
+    ``logits`` and ``labels``, which exist anyway. This is the memory that a method adds for the backward pass,
+    measured exactly and independently of the allocator; ``benchmarks/bench_logprobs.py`` measures peak RSS.
+    """
+    seen: dict[int, int] = {}
+    inputs = {logits.untyped_storage().data_ptr(), labels.untyped_storage().data_ptr()}
+
+    def pack(t: torch.Tensor):
+        st = t.untyped_storage()
+        if st.data_ptr() not in inputs:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(logits, labels)
+    return sum(seen.values())

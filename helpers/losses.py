@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin"]
+__all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight"]
 
 # loss_type -> (paper, one line on what it changes). Notebook 01 prints this table.
 LOSS_INFO: dict[str, tuple[str, str]] = {
@@ -81,6 +81,16 @@ def implicit_margin(
 ) -> torch.Tensor:
     """h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)); all inputs and the output ``(B,)``."""
     return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+
+
+def gradient_weight(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """sigma(r_l - r_w), ``(B,)``: the weight of a pair in the gradient of the sigmoid DPO loss (DPO paper, Sec. 4).
+
+    For L = -log sigma(r_w - r_l) with r = beta * (log pi - log pi_ref):
+    dL/d log pi(y_w) = -beta * sigma(r_l - r_w) and dL/d log pi(y_l) = +beta * sigma(r_l - r_w).
+    Pairs the implicit reward already orders correctly get little weight; wrongly ordered pairs get up to 1.
+    """
+    return torch.sigmoid(rejected_rewards - chosen_rewards)
 
 
 def _check(

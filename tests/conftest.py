@@ -43,3 +43,18 @@ def shared_hh_path() -> Path:
     if not SHARED_HH.exists():
         pytest.fail(f"real HH-RLHF rows expected at {SHARED_HH} (../shared beside the repo)")
     return SHARED_HH
+
+
+@pytest.fixture(scope="session")
+def toy_sft_dir() -> Path:
+    """The offline default reference model (built once, ~40 s on 2 cores, then cached under .cache/)."""
+    import json
+    import time
+
+    from helpers.toy_model import build_toy_sft_model
+
+    t0 = time.perf_counter()
+    d = build_toy_sft_model(verbose=False)
+    info = json.loads((d / "recipe.json").read_text())
+    assert info["seconds"] <= 60 or time.perf_counter() - t0 < 1  # built within budget, or cached
+    return d

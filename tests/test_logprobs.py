@@ -128,3 +128,18 @@ def test_pad_and_mask_builds_the_labels_sequence_logps_scores():
     assert ids.tolist() == [[5, 6, 7]] and labels.tolist() == [[-100, -100, 7]]
     with pytest.raises(ValueError, match="prompt_lengths"):
         pad_and_mask([[1, 2]], [1, 1], pad_token_id=0)
+
+
+def test_naive_recipe_agrees_and_keeps_a_full_copy_for_backward():
+    from helpers.logprobs import naive_sequence_logps, saved_for_backward_bytes
+
+    logits = torch.randn(4, 33, 2000, requires_grad=True)
+    labels = torch.randint(0, 2000, (4, 33))
+    labels[:, :7] = -100
+    torch.testing.assert_close(naive_sequence_logps(logits, labels), sequence_logps(logits, labels),
+                               rtol=1e-5, atol=1e-4)
+    shifted = 4 * 32 * 2000 * 4  # bytes of the (B, T-1, V) fp32 log_softmax copy
+    naive = saved_for_backward_bytes(naive_sequence_logps, logits, labels)
+    ours = saved_for_backward_bytes(sequence_logps, logits, labels)
+    assert naive >= shifted
+    assert ours < shifted / 100  # per-row logsumexp and masks only

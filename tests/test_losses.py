@@ -146,3 +146,18 @@ def test_every_loss_type_is_finite_and_decreases_with_margin(loss_type):
         vals.append(out.mean().item())
     if loss_type not in ("ipo", "sppo_hard"):  # squared losses have a finite target, not a monotone decrease
         assert vals[0] > vals[1] > vals[2], vals
+
+
+def test_gradient_weight_is_the_autograd_gradient_per_log_prob():
+    from helpers.losses import gradient_weight
+
+    g = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(32, generator=g, dtype=torch.float64) * 5 for _ in range(4))
+    pc.requires_grad_(True)
+    pr.requires_grad_(True)
+    beta = 0.3
+    out = dpo_loss(pc, pr, rc, rr, beta=beta)
+    gc, gr = torch.autograd.grad(out.losses.sum(), (pc, pr))
+    w = gradient_weight(out.chosen_rewards, out.rejected_rewards)
+    assert (gc + beta * w).abs().max().item() < 1e-12 and (gr - beta * w).abs().max().item() < 1e-12
+    assert ((w > 0.5) == (out.chosen_rewards < out.rejected_rewards)).all()  # misordered pairs weigh more

@@ -125,17 +125,6 @@ def test_sft_recipe_is_deterministic(tmp_path):
                                          num_hidden_layers=1, seed=1), tmp_path / "a", verbose=False).name != a.name
 
 
-@pytest.fixture(scope="module")
-def toy_sft_dir():
-    from helpers.toy_model import build_toy_sft_model
-
-    t0 = time.perf_counter()
-    d = build_toy_sft_model(verbose=False)
-    info = json.loads((d / "recipe.json").read_text())
-    assert info["seconds"] <= 60 or time.perf_counter() - t0 < 1  # built within budget, or cached
-    return d
-
-
 def test_sft_reference_writes_both_styles(toy_sft_dir):
     from helpers.data import TOY, resolve_hh
     from helpers.evaluation import chat_prompts, sample_responses
