@@ -177,7 +177,9 @@ def load_model(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         if rt.device == "cuda" and not load_in_4bit:
-            model = model.to("cuda")
+            import os
+
+            model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # one GPU per process under DDP
         tokenizer = AutoTokenizer.from_pretrained(source, model_max_length=max_seq_length)
         if lora is not None:
             from peft import LoraConfig, get_peft_model

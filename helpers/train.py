@@ -1,151 +1,422 @@
-"""The DPO recipe: LoRA policy + TRL DPOTrainer, measured on held-out pairs before and after training.
+"""The DPO recipe of notebook 03: a LoRA policy trained with TRL's ``DPOTrainer``, measured on held-out pairs.
 
-    python -m helpers.train [--backend auto|unsloth|transformers] [--output-dir runs/train] [--max-steps N]
+Notebook 03 calls these functions cell by cell; ``run_recipe`` chains them for the command line:
 
-The command line runs the offline default: the toy world's SFT model and data (``helpers.toy_model``), and
-reports held-out reward accuracy and the chosen-style rate of sampled generations before and after DPO
-(``metrics.json`` in the output directory). This module imports no ML library at import time, so that
-``unsloth`` can be imported first when it is used.
+    python -m helpers.train --model toy --data toy --output-dir runs/train            # offline default, CPU
+    python -m helpers.train --model HuggingFaceTB/SmolLM2-135M-Instruct --data runs/notebooks/02_hh
+    accelerate launch --num_processes 2 -m helpers.train --backend transformers ...  # several GPUs (DDP)
+
+Every ``DPORecipe`` field is a flag (``--beta``, ``--learning-rate``, ``--max-steps``, ``--lora-r`` ...).
+Checkpoints go to ``output_dir/checkpoint-*``; with ``resume`` (the default) a rerun continues from the last one.
+The adapter, tokenizer, ``recipe.json`` and ``metrics.json`` go to ``output_dir/adapter`` and ``output_dir``.
+This module imports no ML library at import time, so that ``unsloth`` can be imported first when it is used.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dpo_config", "run_dpo_experiment", "main"]
+from helpers.losses import LOSS_TYPES
+from helpers.models import MODEL_ID, LoraSettings
+from helpers.toy_model import TOY_DPO
+
+__all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_data", "check_lengths", "dpo_config",
+           "make_trainer", "prepare_output_dir", "last_checkpoint", "train_with_resume", "reference_report",
+           "after_report", "save_adapter", "run_recipe", "main"]
+
+TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 
 
-def dpo_config(output_dir: str | Path, **overrides):
-    """A ``DPOConfig`` with explicit learning rate, precision flags that fit this device and no external logging."""
+@dataclass(frozen=True)
+class DPORecipe:
+    """Every knob of a DPO run. Defaults: SmolLM2-135M-Instruct on HH-RLHF on a Colab T4 (online)."""
+
+    model: str = MODEL_ID  # hub id, local model directory, or "toy"
+    data: str = "runs/notebooks/02_hh"  # notebook 02's saved splits (rebuilt from data_source if absent), or "toy"
+    data_source: str = "Anthropic/hh-rlhf"
+    output_dir: str = "runs/notebooks/03_dpo"
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    learning_rate: float = 5e-5
+    max_steps: int = 250  # -1: train for `epochs` instead
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 2
+    max_length: int = 512
+    warmup_steps: int = 10
+    lr_scheduler: str = "cosine"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_targets: tuple[str, ...] = LoraSettings().target_modules
+    load_in_4bit: bool = False
+    backend: str = "auto"  # "auto" (Unsloth when installed), "unsloth", "transformers"
+    eval_steps: int = 50
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 0
+    resume: bool = True
+    merge: bool = False  # also save a merged (adapter folded in) copy of the model
+
+    def __post_init__(self):
+        def need(ok: bool, name: str, allowed: str):
+            if not ok:
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        num = (int, float)
+        need(isinstance(self.beta, num) and self.beta > 0, "beta", "a number > 0 (the KL anchor's strength)")
+        need(isinstance(self.learning_rate, num) and 0 < self.learning_rate < 1, "learning_rate", "in (0, 1)")
+        need(self.loss_type in LOSS_TYPES, "loss_type", f"one of {list(LOSS_TYPES)}")
+        need(isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps >= 1), "max_steps",
+             "an int >= 1, or -1 to train for `epochs`")
+        need(isinstance(self.epochs, num) and self.epochs > 0, "epochs", "a number > 0")
+        for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps", "lora_r"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an int >= 1")
+        need(isinstance(self.max_length, int) and self.max_length >= 16, "max_length", "an int >= 16")
+        need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps", "an int >= 0")
+        need(self.lora_alpha > 0, "lora_alpha", "> 0")
+        need(bool(self.lora_targets), "lora_targets", "a non-empty list of module names")
+        need(self.backend in ("auto", "unsloth", "transformers"), "backend", "'auto', 'unsloth' or 'transformers'")
+        need(bool(self.model), "model", "a hub id, a model directory or 'toy'")
+
+    def replace(self, **changes) -> DPORecipe:
+        return dataclasses.replace(self, **changes)
+
+    def lora(self) -> LoraSettings:
+        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, target_modules=tuple(self.lora_targets))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# The offline default (no hub: CI, laptops): the toy world's tiny SFT model and data, TOY_DPO's measured settings.
+OFFLINE: dict[str, Any] = dict(
+    model=TOY, data=TOY, learning_rate=TOY_DPO["learning_rate"], max_steps=TOY_DPO["max_steps"],
+    batch_size=TOY_DPO["per_device_train_batch_size"], grad_accum=1, max_length=TOY_DPO["max_length"],
+    warmup_steps=TOY_DPO["warmup_steps"], eval_steps=25, save_steps=50, logging_steps=10,
+)
+
+# Fields whose change makes old checkpoints in output_dir belong to a different run.
+_RUN_IDENTITY = ("model", "data", "data_source", "beta", "loss_type", "learning_rate", "batch_size", "grad_accum",
+                 "max_length", "warmup_steps", "lr_scheduler", "lora_r", "lora_alpha", "lora_targets",
+                 "load_in_4bit", "seed")
+
+
+def resolve_model(recipe: DPORecipe) -> str:
+    """The model to load: the cached toy SFT model for ``"toy"``, else a checked directory or hub id.
+
+    Raises ``ValueError`` for a path that does not exist (before anything is loaded) and ``HubUnavailableError``
+    for a hub id while offline.
+    """
+    from helpers.models import _check_source
+
+    if recipe.model == TOY:
+        from helpers.toy_model import build_toy_sft_model
+
+        return str(build_toy_sft_model())
+    return _check_source(recipe.model)
+
+
+def load_data(recipe: DPORecipe) -> dict[str, Any]:
+    """Train/test splits: notebook 02's output (rebuilt if absent) or, for ``data="toy"``, the toy world."""
+    from helpers.data import TOY as TOY_SOURCE
+    from helpers.data import load_or_build_splits
+
+    if recipe.data == TOY:
+        return load_or_build_splits(Path(recipe.output_dir) / "data", source=TOY_SOURCE)
+    return load_or_build_splits(recipe.data, source=recipe.data_source)
+
+
+def check_lengths(recipe: DPORecipe, tokenizer, splits: dict[str, Any]) -> dict[str, int]:
+    """Token lengths against ``max_length``; ``ValueError`` when a kept prompt leaves no room for its answer.
+
+    TRL truncates prompt+completion to ``max_length`` keeping the start, so a prompt of ``max_length`` tokens or
+    more loses its whole completion (TRL then drops the pair silently). Returns the longest prompt and pair and the
+    number of pairs that will be truncated.
+    """
+    from helpers.data import tokenize_pair
+
+    longest_prompt, longest_pair, truncated = 0, 0, 0
+    for split in ("train", "test"):
+        for ex in splits[split]:
+            t = tokenize_pair(ex, tokenizer)
+            n = len(t["prompt_ids"])
+            pair = n + max(len(t["chosen_ids"]), len(t["rejected_ids"]))
+            longest_prompt, longest_pair = max(longest_prompt, n), max(longest_pair, pair)
+            truncated += pair > recipe.max_length
+    if longest_prompt >= recipe.max_length:
+        raise ValueError(f"max_length={recipe.max_length} is not larger than the longest prompt kept "
+                         f"({longest_prompt} tokens): that pair would keep no answer token. Raise max_length above "
+                         f"{longest_prompt}, or filter long prompts in notebook 02.")
+    return {"longest_prompt": longest_prompt, "longest_pair": longest_pair, "truncated_pairs": truncated}
+
+
+def dpo_config(recipe: DPORecipe, **overrides):
+    """The ``DPOConfig`` of ``recipe``: explicit learning rate, this device's precision, eval and checkpoints."""
     from trl import DPOConfig
 
     from helpers.runtime import detect, precision_flags
 
     rt = detect(check_hub=False)
-    kw: dict[str, Any] = dict(
-        output_dir=str(output_dir), report_to="none", logging_steps=10, save_strategy="no", seed=0,
-        learning_rate=1.5e-4, **precision_flags(rt),
+    prec = precision_flags(rt)
+    kw = dict(
+        output_dir=str(recipe.output_dir), beta=recipe.beta, loss_type=[recipe.loss_type],
+        learning_rate=recipe.learning_rate, max_steps=recipe.max_steps, num_train_epochs=recipe.epochs,
+        per_device_train_batch_size=recipe.batch_size, per_device_eval_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum, max_length=recipe.max_length,
+        warmup_steps=recipe.warmup_steps, lr_scheduler_type=recipe.lr_scheduler,
+        logging_steps=recipe.logging_steps, eval_strategy="steps", eval_steps=recipe.eval_steps,
+        save_strategy="steps", save_steps=recipe.save_steps, save_total_limit=2,
+        fp16=prec["fp16"], bf16=prec["bf16"], use_cpu=rt.device == "cpu", seed=recipe.seed,
+        report_to="none",
     )
-    if rt.device == "cpu":
-        kw["use_cpu"] = True
     kw.update(overrides)
-    beta = kw.get("beta", 0.1)
-    if not isinstance(beta, (int, float)) or not beta > 0:
-        raise ValueError(f"beta must be a number > 0, got {beta!r}")
     return DPOConfig(**kw)
 
 
-def run_dpo_experiment(
-    model_dir: str | Path,
-    train,
-    test,
-    *,
-    output_dir: str | Path,
-    backend: str = "auto",
-    dpo: dict | None = None,
-    decoding: dict | None = None,
-    style_fn=None,
-    lora=None,
-    seed: int = 0,
-    verbose: bool = True,
-) -> dict[str, Any]:
-    """Train a LoRA policy with DPO from ``model_dir`` on ``train`` and measure it on ``test``.
+def make_trainer(model, tokenizer, splits: dict[str, Any], recipe: DPORecipe, *, callbacks=None, **overrides):
+    """``DPOTrainer`` on the LoRA ``model``; its reference is the model with the (fresh) adapter switched off."""
+    from trl import DPOTrainer
 
-    Args:
-        train, test: conversational preference datasets (prompt/chosen/rejected).
-        backend: "auto" (Unsloth when installed), "unsloth" or "transformers".
-        dpo: ``DPOConfig`` keyword arguments (``beta``, ``learning_rate``, ``max_steps`` ...).
-        decoding: ``helpers.evaluation.sample_responses`` settings for the style rate (needs ``style_fn``).
-        style_fn: text -> bool, "follows the preferred style" (offline: ``helpers.toy.is_chosen_style``).
+    trainer = DPOTrainer(model=model, args=dpo_config(recipe, **overrides), train_dataset=splits["train"],
+                         eval_dataset=splits["test"], processing_class=tokenizer, callbacks=callbacks)
+    _drop_redundant_ref_adapter(trainer.model)
+    return trainer
 
-    Returns:
-        ``{"before": {...}, "after": {...}, "backend": str, "log_history": [...], "train_seconds": float}``;
-        ``before`` holds the reference policy's preference on held-out pairs, ``after`` DPO's reward metrics.
+
+def _drop_redundant_ref_adapter(model) -> bool:
+    """Remove the "ref" adapter TRL 1.14 adds to a ``PeftModel`` when the adapter is still fresh (LoRA B == 0).
+
+    TRL copies the current adapter into a frozen "ref" adapter to serve as the reference. For a fresh adapter that
+    copy equals the base model, so it is redundant, and it breaks resuming: checkpoints then hold the policy adapter
+    at the top level and "ref" in a sub-folder, and transformers 5.17's ``_load_from_checkpoint`` reloads only the
+    sub-folder adapters, so a resumed run silently restarts the policy from zero (tests/test_train.py). Without
+    "ref", TRL's reference is the model with adapters disabled: the same numbers. Returns whether it was removed.
     """
-    import time
+    import torch
 
-    import numpy as np
+    cfg = getattr(model, "peft_config", {})
+    if "ref" not in cfg:
+        return False
+    fresh = all(torch.count_nonzero(p).item() == 0 for n, p in model.named_parameters()
+                if "lora_B" in n and ".default." in n)
+    if fresh:
+        model.delete_adapter("ref")
+    else:
+        print("NOTE: the model's adapter is already trained, so TRL's reference is that adapter (a frozen copy), "
+              "not the base model.")
+    return fresh
 
-    from helpers.evaluation import chat_prompts, pair_logps, reward_metrics, sample_responses
-    from helpers.models import LoraSettings, load_model
 
-    use = {"auto": "auto", "unsloth": True, "transformers": False}.get(backend)
-    if use is None:
-        raise ValueError(f"backend must be 'auto', 'unsloth' or 'transformers', got {backend!r}")
-    dpo = dict(dpo or {})
-    model, tokenizer = load_model(model_dir, use_unsloth=use, max_seq_length=dpo.get("max_length") or 1024,
-                                  lora=lora or LoraSettings(), seed=seed)
-    from trl import DPOTrainer  # after load_model: unsloth (if used) is imported first
-
-    beta = dpo.get("beta", 0.1)
-    max_length = dpo.get("max_length")
-    ref = pair_logps(model, tokenizer, test, reference=True, max_length=max_length)
-    out: dict[str, Any] = {"backend": model.dpo_course_backend, "n_test": len(test)}
-    out["before"] = {
-        "ref_prefers_chosen": float(np.mean(ref["chosen"] > ref["rejected"])),
-        "ref_prefers_chosen_per_token": float(np.mean(ref["chosen"] / np.maximum(ref["chosen_tokens"], 1)
-                                                      > ref["rejected"] / np.maximum(ref["rejected_tokens"], 1))),
-        "logps/chosen": float(ref["chosen"].mean()),
-        "logps/rejected": float(ref["rejected"].mean()),
-    }
-    prompts = chat_prompts(test)
-
-    def style(into: dict, reference: bool) -> None:  # chosen-style rate of sampled generations (+ a few samples)
-        if style_fn is not None:
-            samples = sample_responses(model, tokenizer, prompts, reference=reference, seed=seed, **(decoding or {}))
-            into["chosen_style_rate"] = float(np.mean([style_fn(t) for t in samples]))
-            into["samples"] = samples[:8]
-
-    style(out["before"], reference=True)
-
-    trainer = DPOTrainer(model=model, args=dpo_config(output_dir, seed=seed, **dpo), train_dataset=train,
-                         processing_class=tokenizer)
-    t0 = time.perf_counter()
-    trainer.train()
-    out["train_seconds"] = round(time.perf_counter() - t0, 2)
-    out["log_history"] = trainer.state.log_history
-
-    pol = pair_logps(model, tokenizer, test, max_length=max_length)
-    out["after"] = reward_metrics(pol, ref, beta)
-    style(out["after"], reference=False)
-    out["model"], out["tokenizer"], out["trainer"] = model, tokenizer, trainer
-    if verbose:
-        b, a = out["before"], out["after"]
-        print(f"[{out['backend']}] held-out reward accuracy {a['rewards/accuracies']:.3f}, margin "
-              f"{a['rewards/margins']:.3f}; chosen-style rate {b.get('chosen_style_rate', float('nan')):.3f} -> "
-              f"{a.get('chosen_style_rate', float('nan')):.3f}; trained in {out['train_seconds']:.0f} s")
+def prepare_output_dir(recipe: DPORecipe) -> Path:
+    """Create ``output_dir`` and record the recipe. Checkpoints of a *different* run are moved aside, not lost."""
+    out = Path(recipe.output_dir)
+    saved = out / "recipe.json"
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        new = recipe.to_dict()
+        changed = [k for k in _RUN_IDENTITY if old.get(k) != new[k]]
+        if changed and any(out.glob("checkpoint-*")):
+            aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            out.rename(aside)
+            print(f"NOTE: {out} held a run with different {', '.join(changed)}; moved it to {aside} and starting "
+                  f"fresh (resume continues only the same run).")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     return out
 
 
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def train_with_resume(trainer, recipe: DPORecipe):
+    """``trainer.train()``, continuing from the last checkpoint when ``recipe.resume``; an interrupt saves one.
+
+    On ``KeyboardInterrupt`` (the stop button) a checkpoint of the current step is written before re-raising, so
+    a rerun with ``resume=True`` loses nothing. A kernel that dies (a Colab disconnect) keeps the last
+    ``save_steps`` checkpoint.
+    """
+    ckpt = last_checkpoint(recipe.output_dir) if recipe.resume else None
+    print(f"resuming from {ckpt}" if ckpt else "starting from step 0" + ("" if recipe.resume else " (resume=False)"))
+    try:
+        return trainer.train(resume_from_checkpoint=ckpt)
+    except KeyboardInterrupt:
+        step = trainer.state.global_step
+        if step > 0 and not Path(recipe.output_dir, f"checkpoint-{step}").exists():
+            trainer._save_checkpoint(trainer.model, trial=None)  # the Trainer's own full checkpoint (model+optim)
+        print(f"interrupted at step {step}; checkpoint saved in {recipe.output_dir}. Rerun to resume.")
+        raise
+
+
+def reference_report(model, tokenizer, test, *, max_length: int | None = None):
+    """The reference policy's own view of held-out pairs, before any training.
+
+    Returns ``(ref_logps, report)``: ``ref_logps`` from ``helpers.evaluation.pair_logps`` (adapters off), and
+    the fraction of pairs the reference already prefers (summed and per-token log-probs) and mean log-probs.
+    """
+    import numpy as np
+
+    from helpers.evaluation import pair_logps
+
+    ref = pair_logps(model, tokenizer, test, reference=True, max_length=max_length)
+    per_tok = {s: ref[s] / np.maximum(ref[f"{s}_tokens"], 1) for s in ("chosen", "rejected")}
+    report = {
+        "ref_prefers_chosen": float(np.mean(ref["chosen"] > ref["rejected"])),
+        "ref_prefers_chosen_per_token": float(np.mean(per_tok["chosen"] > per_tok["rejected"])),
+        "logps/chosen": float(ref["chosen"].mean()),
+        "logps/rejected": float(ref["rejected"].mean()),
+        "n": int(len(ref["chosen"])),
+    }
+    return ref, report
+
+
+def after_report(model, tokenizer, test, ref: dict, *, beta: float, max_length: int | None = None) -> dict:
+    """DPO's reward metrics on held-out pairs, plus where the margin came from.
+
+    ``delta_logps/chosen`` and ``delta_logps/rejected`` are mean changes of log pi relative to the reference:
+    a margin can come from raising chosen, lowering rejected, or lowering both (rejected faster).
+    """
+    from helpers.evaluation import pair_logps, reward_metrics
+
+    pol = pair_logps(model, tokenizer, test, max_length=max_length)
+    out = reward_metrics(pol, ref, beta)
+    out["delta_logps/chosen"] = float((pol["chosen"] - ref["chosen"]).mean())
+    out["delta_logps/rejected"] = float((pol["rejected"] - ref["rejected"]).mean())
+    up, down = out["delta_logps/chosen"] > 0, out["delta_logps/rejected"] < 0
+    out["margin_source"] = ("chosen up, rejected down" if up and down else "both up, chosen faster" if up
+                            else "both down, rejected faster" if down else "neither: no margin")
+    return out
+
+
+def save_adapter(model, tokenizer, out_dir: str | Path, *, merge: bool = False) -> dict[str, str]:
+    """Save the LoRA adapter + tokenizer to ``out_dir/adapter`` (and a merged full model to ``out_dir/merged``)."""
+    out = Path(out_dir)
+    paths = {"adapter": str(out / "adapter")}
+    model.save_pretrained(paths["adapter"])
+    tokenizer.save_pretrained(paths["adapter"])
+    if merge:
+        paths["merged"] = str(out / "merged")
+        merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        merged.save_pretrained(paths["merged"])
+        tokenizer.save_pretrained(paths["merged"])
+    return paths
+
+
+class _StopAfter:
+    """A TrainerCallback that raises KeyboardInterrupt after step k: simulates pressing stop (tests, --stop-after)."""
+
+    def __new__(cls, k: int):
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):  # step k is done and logged
+                if state.global_step >= k:
+                    raise KeyboardInterrupt(f"stopped after step {k} (--stop-after)")
+
+        return Stop()
+
+
+def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None, stop_after: int | None = None,
+               verbose: bool = True) -> dict[str, Any]:
+    """The whole of notebook 03: load, check, evaluate the reference, train (resuming), evaluate, save.
+
+    ``style_fn``/``decoding``: also sample held-out responses before and after and report the share that
+    ``style_fn`` accepts (offline: ``helpers.toy.is_chosen_style``). Writes ``output_dir/metrics.json`` and
+    returns the metrics plus ``model``, ``tokenizer``, ``trainer``.
+    """
+    import numpy as np
+
+    from helpers.evaluation import chat_prompts, sample_responses
+    from helpers.models import load_model
+
+    use = {"auto": "auto", "unsloth": True, "transformers": False}[recipe.backend]
+    source = resolve_model(recipe)  # bad path -> ValueError before anything heavy
+    model, tokenizer = load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit,
+                                  max_seq_length=recipe.max_length, lora=recipe.lora(), seed=recipe.seed)
+    splits = load_data(recipe)
+    lengths = check_lengths(recipe, tokenizer, splits)
+    out_dir = prepare_output_dir(recipe)
+    ref, before = reference_report(model, tokenizer, splits["test"], max_length=recipe.max_length)
+    prompts = chat_prompts(splits["test"])
+
+    def style(into: dict, reference: bool) -> None:
+        if style_fn is not None:
+            texts = sample_responses(model, tokenizer, prompts, reference=reference, seed=recipe.seed,
+                                     **(decoding or {}))
+            into["chosen_style_rate"] = float(np.mean([style_fn(t) for t in texts]))
+            into["samples"] = texts[:8]
+
+    style(before, reference=True)
+    trainer = make_trainer(model, tokenizer, splits, recipe,
+                           callbacks=[_StopAfter(stop_after)] if stop_after else None)
+    t0 = time.perf_counter()
+    train_with_resume(trainer, recipe)
+    seconds = time.perf_counter() - t0
+    after = after_report(model, tokenizer, splits["test"], ref, beta=recipe.beta, max_length=recipe.max_length)
+    style(after, reference=False)
+    paths = save_adapter(model, tokenizer, out_dir, merge=recipe.merge)
+    metrics = {"backend": model.dpo_course_backend, "model": source, "recipe": recipe.to_dict(), "lengths": lengths,
+               "global_step": trainer.state.global_step, "train_seconds": round(seconds, 2), "before": before,
+               "after": after, "paths": paths, "log_history": trainer.state.log_history}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    if verbose:
+        print(f"[{metrics['backend']}] step {metrics['global_step']}: held-out reward accuracy "
+              f"{after['rewards/accuracies']:.3f}, margin {after['rewards/margins']:.3f} ({after['margin_source']})"
+              + (f"; chosen-style rate {before['chosen_style_rate']:.3f} -> {after['chosen_style_rate']:.3f}"
+                 if style_fn else "") + f"; {out_dir / 'metrics.json'}")
+    return {**metrics, "model": model, "tokenizer": tokenizer, "trainer": trainer}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="LoRA DPO with TRL (notebook 03's recipe), measured on held-out pairs.")
+    defaults = DPORecipe()
+    for f in dataclasses.fields(DPORecipe):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
+        elif isinstance(default, tuple):
+            p.add_argument(flag, nargs="+", default=None, help=f"default {' '.join(default)}")
+        else:
+            p.add_argument(flag, type=type(default), default=None, help=f"default {default!r}")
+    p.add_argument("--offline", action="store_true",
+                   help="the offline default: toy SFT model and toy data with their measured settings "
+                        "(explicit flags still win)")
+    p.add_argument("--stop-after", type=int, default=None, help="simulate an interrupt after this step")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="LoRA DPO with TRL, measured before/after on held-out pairs.")
-    p.add_argument("--backend", choices=["auto", "unsloth", "transformers"], default="auto")
-    p.add_argument("--output-dir", type=Path, default=Path("runs/train"))
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    a = vars(_parser().parse_args(argv))
+    stop_after, offline = a.pop("stop_after"), a.pop("offline")
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in a.items() if v is not None}
+    try:
+        recipe = DPORecipe(**{**(OFFLINE if offline else {}), **given})
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from helpers.models import unsloth_importable  # imports no ML library
 
-    if a.backend == "unsloth" or (a.backend == "auto" and unsloth_importable()):
+    if recipe.backend == "unsloth" or (recipe.backend == "auto" and unsloth_importable()):
         import unsloth  # noqa: F401  (before transformers/trl)
-    from helpers.data import load_or_build_splits
-    from helpers.toy import is_chosen_style
-    from helpers.toy_model import TOY_DECODING, TOY_DPO, build_toy_sft_model
+    style = {}
+    if recipe.model == TOY and recipe.data == TOY:
+        from helpers.toy import is_chosen_style
+        from helpers.toy_model import TOY_DECODING
 
-    dpo = dict(TOY_DPO)
-    if a.max_steps is not None:
-        dpo["max_steps"] = a.max_steps
-    splits = load_or_build_splits(a.output_dir / "data", source="toy")
-    res = run_dpo_experiment(build_toy_sft_model(), splits["train"], splits["test"], output_dir=a.output_dir,
-                             backend=a.backend, dpo=dpo, decoding=TOY_DECODING, style_fn=is_chosen_style,
-                             seed=a.seed)
-    metrics = {k: v for k, v in res.items() if k not in ("model", "tokenizer", "trainer")}
-    (a.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    print(f"metrics: {a.output_dir / 'metrics.json'}")
+        style = dict(style_fn=is_chosen_style, decoding=TOY_DECODING)
+    try:
+        run_recipe(recipe, stop_after=stop_after, **style)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -141,8 +141,8 @@ def test_sft_reference_writes_both_styles(toy_sft_dir):
 
 @pytest.mark.parametrize("backend", ["transformers", "unsloth"])
 def test_short_lora_dpo_run_delivers_the_offline_promise(tmp_path, toy_sft_dir, backend):
-    r = subprocess.run([sys.executable, "-m", "helpers.train", "--backend", backend, "--output-dir", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "helpers.train", "--offline", "--backend", backend,
+                        "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["backend"] == backend

@@ -1,0 +1,166 @@
+"""Notebook 03's recipe (helpers.train): resume after an interrupt, early errors, the CLI, the API the notebook uses."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.train import OFFLINE, DPORecipe, check_lengths, load_data, main, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+NB03 = ROOT / "notebooks" / "03_unsloth_lora_dpo.ipynb"
+
+
+def _recipe(tmp_path, **kw) -> DPORecipe:
+    base = {**OFFLINE, "output_dir": str(tmp_path), "backend": "transformers", "max_steps": 12, "logging_steps": 1,
+            "save_steps": 4, "eval_steps": 1000, "batch_size": 8}
+    return DPORecipe(**{**base, **kw})
+
+
+def _train_losses(metrics) -> dict[int, float]:
+    steps = [h["step"] for h in metrics["log_history"] if "loss" in h]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
+    return {h["step"]: h["loss"] for h in metrics["log_history"] if "loss" in h}
+
+
+def test_interrupt_then_rerun_continues_without_repeating_a_step(tmp_path):
+    full = run_recipe(_recipe(tmp_path / "full"), verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(_recipe(tmp_path / "cut"), stop_after=6, verbose=False)  # 6 is not a save_steps multiple
+    assert (tmp_path / "cut" / "checkpoint-6").is_dir()  # the interrupt saved a checkpoint
+    resumed = run_recipe(_recipe(tmp_path / "cut"), verbose=False)
+    assert resumed["global_step"] == full["global_step"] == 12
+    a, b = _train_losses(full), _train_losses(resumed)
+    assert sorted(b) == list(range(1, 13))  # every step exactly once
+    # the resumed steps see the same batches and optimizer state as the uninterrupted run
+    assert all(abs(a[s] - b[s]) < 1e-4 for s in range(7, 13)), (a, b)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["global_step"] == 12
+    assert (tmp_path / "cut" / "adapter" / "adapter_config.json").exists()
+
+
+def test_unsloth_branch_resumes_the_same_way(tmp_path):
+    def cli(out, *extra):
+        cmd = [sys.executable, "-m", "helpers.train", "--offline", "--backend", "unsloth", "--output-dir", str(out),
+               "--max-steps", "10", "--save-steps", "4", "--eval-steps", "1000", "--logging-steps", "1", *extra]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    assert cli(tmp_path / "cut", "--stop-after", "5").returncode == 130  # interrupted
+    r = cli(tmp_path / "cut")
+    assert r.returncode == 0 and "resuming from" in r.stdout, r.stderr[-2000:]
+    assert cli(tmp_path / "full").returncode == 0
+    a, b = (_train_losses(json.loads((tmp_path / d / "metrics.json").read_text())) for d in ("full", "cut"))
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["backend"] == "unsloth"
+    assert sorted(b) == list(range(1, 11)) and all(abs(a[s] - b[s]) < 1e-4 for s in range(6, 11)), (a, b)
+
+
+def test_changed_recipe_does_not_resume_a_different_run(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(_recipe(tmp_path / "r"), stop_after=4, verbose=False)
+    res = run_recipe(_recipe(tmp_path / "r", beta=0.5, max_steps=2), verbose=False)
+    assert res["global_step"] == 2 and "moved it to" in capsys.readouterr().out
+    assert list(tmp_path.glob("r.old-*/checkpoint-4"))  # nothing lost
+
+
+@pytest.mark.parametrize("kw,match", [({"beta": 0.0}, "beta"), ({"beta": -1}, "beta"),
+                                      ({"learning_rate": 0}, "learning_rate"), ({"max_steps": 0}, "max_steps"),
+                                      ({"loss_type": "kl-dpo"}, "loss_type"), ({"backend": "fast"}, "backend")])
+def test_bad_parameters_raise_before_anything_loads(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DPORecipe(**kw)
+
+
+def test_unknown_model_path_and_short_max_length_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="neither an existing directory"):
+        run_recipe(_recipe(tmp_path, model="./no/such/model"), verbose=False)
+    assert not any(tmp_path.glob("checkpoint-*"))
+    r = _recipe(tmp_path, max_length=20)
+    from helpers.models import load_tokenizer
+    from helpers.toy_model import build_toy_sft_model
+
+    tok, _ = load_tokenizer(build_toy_sft_model(), verbose=False)
+    with pytest.raises(ValueError, match="longest prompt kept"):
+        check_lengths(r, tok, load_data(r))
+    with pytest.raises(ValueError, match="longest prompt kept"):
+        run_recipe(r, verbose=False)
+    assert not any(tmp_path.glob("checkpoint-*"))
+
+
+def test_cli_rejects_bad_beta_with_exit_code_2(capsys):
+    assert main(["--offline", "--beta", "-0.1"]) == 2
+    assert "beta must be" in capsys.readouterr().err
+
+
+def test_cli_runs_under_accelerate_launch_single_process(tmp_path):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "-m",
+           "helpers.train", "--offline", "--backend", "transformers", "--output-dir", str(tmp_path),
+           "--max-steps", "4", "--eval-steps", "2", "--save-steps", "2"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["global_step"] == 4 and m["recipe"]["max_steps"] == 4
+    assert any("eval_loss" in h for h in m["log_history"])  # evaluated during training
+    assert (tmp_path / "checkpoint-4").is_dir() and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+# ---- API drift: every keyword the notebook (and the helpers it calls) passes is accepted by the pinned stack ----
+
+def _notebook_sources() -> dict[str, str]:
+    cells = nbformat.read(NB03, as_version=4).cells
+    nb = "\n".join(c.source for c in cells if c.cell_type == "code" and not c.source.lstrip().startswith(("%", "!")))
+    import helpers.models
+    import helpers.train
+
+    return {"notebook 03": nb, "helpers/train.py": inspect.getsource(helpers.train),
+            "helpers/models.py": inspect.getsource(helpers.models)}
+
+
+def _calls(src: str, names: set[str]) -> list[tuple[str, list[str]]]:
+    found = []
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if name in names:
+                found.append((name, [k.arg for k in node.keywords if k.arg is not None]))
+    return found
+
+
+def test_every_keyword_passed_to_trl_unsloth_peft_is_accepted():
+    # resolved in a subprocess: unsloth must be imported before trl/transformers
+    code = r'''
+import inspect, json, unsloth
+from unsloth import FastLanguageModel
+from trl import DPOConfig, DPOTrainer
+from peft import get_peft_model
+from transformers import AutoModelForCausalLM
+def params(f):
+    p = inspect.signature(f).parameters
+    return {"names": list(p), "var_kw": any(v.kind == v.VAR_KEYWORD for v in p.values())}
+print(json.dumps({"DPOConfig": params(DPOConfig), "DPOTrainer": params(DPOTrainer.__init__),
+                  "from_pretrained": params(FastLanguageModel.from_pretrained),
+                  "get_peft_model": params(FastLanguageModel.get_peft_model),
+                  "peft.get_peft_model": params(get_peft_model)}))
+'''
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sigs = json.loads(r.stdout.strip().splitlines()[-1])
+    checked = set()
+    for where, src in _notebook_sources().items():
+        for name, kws in _calls(src, {"DPOConfig", "DPOTrainer", "from_pretrained", "get_peft_model"}):
+            keys = [name]
+            if name == "from_pretrained" and "model_name" not in kws:
+                continue  # AutoModel/AutoTokenizer.from_pretrained, not Unsloth's
+            if name == "get_peft_model" and "r" not in kws:
+                keys = ["peft.get_peft_model"]  # peft's get_peft_model(model, LoraConfig(...))
+            sig = sigs[keys[0]]
+            bad = [k for k in kws if k not in sig["names"]]
+            assert not bad, f"{where}: {name}() does not accept {bad} in the pinned versions"
+            checked.add(keys[0])
+    assert {"DPOConfig", "DPOTrainer", "from_pretrained", "get_peft_model"} <= checked, checked
