@@ -29,7 +29,7 @@ from helpers.toy_model import TOY_DPO
 
 __all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_data", "check_lengths", "dpo_config",
            "make_trainer", "prepare_output_dir", "last_checkpoint", "train_with_resume", "reference_report",
-           "after_report", "save_adapter", "run_recipe", "main"]
+           "after_report", "save_adapter", "write_metrics", "run_recipe", "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 
@@ -50,6 +50,7 @@ class DPORecipe:
     batch_size: int = 8
     grad_accum: int = 2
     max_length: int = 512
+    max_prompt_length: int | None = 384  # pairs with longer prompts are dropped before training; None keeps all
     warmup_steps: int = 10
     lr_scheduler: str = "cosine"
     lora_r: int = 16
@@ -79,6 +80,9 @@ class DPORecipe:
         for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps", "lora_r"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an int >= 1")
         need(isinstance(self.max_length, int) and self.max_length >= 16, "max_length", "an int >= 16")
+        need(self.max_prompt_length is None or (isinstance(self.max_prompt_length, int)
+                                                and 1 <= self.max_prompt_length < self.max_length),
+             "max_prompt_length", f"None or an int in [1, max_length={self.max_length})")
         need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps", "an int >= 0")
         need(self.lora_alpha > 0, "lora_alpha", "> 0")
         need(bool(self.lora_targets), "lora_targets", "a non-empty list of module names")
@@ -99,13 +103,14 @@ class DPORecipe:
 OFFLINE: dict[str, Any] = dict(
     model=TOY, data=TOY, learning_rate=TOY_DPO["learning_rate"], max_steps=TOY_DPO["max_steps"],
     batch_size=TOY_DPO["per_device_train_batch_size"], grad_accum=1, max_length=TOY_DPO["max_length"],
+    max_prompt_length=TOY_DPO["max_length"] - 64,
     warmup_steps=TOY_DPO["warmup_steps"], eval_steps=25, save_steps=50, logging_steps=10,
 )
 
 # Fields whose change makes old checkpoints in output_dir belong to a different run.
 _RUN_IDENTITY = ("model", "data", "data_source", "beta", "loss_type", "learning_rate", "batch_size", "grad_accum",
-                 "max_length", "warmup_steps", "lr_scheduler", "lora_r", "lora_alpha", "lora_targets",
-                 "load_in_4bit", "seed")
+                 "max_length", "max_prompt_length", "warmup_steps", "lr_scheduler", "lora_r", "lora_alpha",
+                 "lora_targets", "load_in_4bit", "seed")
 
 
 def resolve_model(recipe: DPORecipe) -> str:
@@ -133,28 +138,38 @@ def load_data(recipe: DPORecipe) -> dict[str, Any]:
     return load_or_build_splits(recipe.data, source=recipe.data_source)
 
 
-def check_lengths(recipe: DPORecipe, tokenizer, splits: dict[str, Any]) -> dict[str, int]:
-    """Token lengths against ``max_length``; ``ValueError`` when a kept prompt leaves no room for its answer.
+def check_lengths(recipe: DPORecipe, tokenizer, splits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """Drop pairs whose prompt exceeds ``max_prompt_length``, then check ``max_length`` against what is kept.
 
     TRL truncates prompt+completion to ``max_length`` keeping the start, so a prompt of ``max_length`` tokens or
-    more loses its whole completion (TRL then drops the pair silently). Returns the longest prompt and pair and the
-    number of pairs that will be truncated.
+    more would lose its whole answer (TRL then drops the pair silently): that raises ``ValueError``. Returns the
+    kept splits and a report (pairs dropped per split, longest prompt and pair kept, pairs that will be truncated).
     """
     from helpers.data import tokenize_pair
 
-    longest_prompt, longest_pair, truncated = 0, 0, 0
+    kept_splits, report = {}, {"dropped_long_prompt": {}, "longest_prompt": 0, "longest_pair": 0,
+                               "truncated_pairs": 0}
     for split in ("train", "test"):
-        for ex in splits[split]:
+        keep = []
+        for i, ex in enumerate(splits[split]):
             t = tokenize_pair(ex, tokenizer)
             n = len(t["prompt_ids"])
+            if recipe.max_prompt_length is not None and n > recipe.max_prompt_length:
+                continue
+            keep.append(i)
             pair = n + max(len(t["chosen_ids"]), len(t["rejected_ids"]))
-            longest_prompt, longest_pair = max(longest_prompt, n), max(longest_pair, pair)
-            truncated += pair > recipe.max_length
-    if longest_prompt >= recipe.max_length:
+            report["longest_prompt"] = max(report["longest_prompt"], n)
+            report["longest_pair"] = max(report["longest_pair"], pair)
+            report["truncated_pairs"] += pair > recipe.max_length
+        report["dropped_long_prompt"][split] = len(splits[split]) - len(keep)
+        kept_splits[split] = splits[split] if len(keep) == len(splits[split]) else splits[split].select(keep)
+        if not keep:
+            raise ValueError(f"max_prompt_length={recipe.max_prompt_length} drops every {split} pair; raise it")
+    if report["longest_prompt"] >= recipe.max_length:
         raise ValueError(f"max_length={recipe.max_length} is not larger than the longest prompt kept "
-                         f"({longest_prompt} tokens): that pair would keep no answer token. Raise max_length above "
-                         f"{longest_prompt}, or filter long prompts in notebook 02.")
-    return {"longest_prompt": longest_prompt, "longest_pair": longest_pair, "truncated_pairs": truncated}
+                         f"({report['longest_prompt']} tokens): that pair would keep no answer token. Raise "
+                         f"max_length above {report['longest_prompt']}, or set max_prompt_length below max_length.")
+    return kept_splits, report
 
 
 def dpo_config(recipe: DPORecipe, **overrides):
@@ -289,6 +304,7 @@ def after_report(model, tokenizer, test, ref: dict, *, beta: float, max_length: 
 
     pol = pair_logps(model, tokenizer, test, max_length=max_length)
     out = reward_metrics(pol, ref, beta)
+    out["policy_prefers_chosen"] = float((pol["chosen"] > pol["rejected"]).mean())
     out["delta_logps/chosen"] = float((pol["chosen"] - ref["chosen"]).mean())
     out["delta_logps/rejected"] = float((pol["rejected"] - ref["rejected"]).mean())
     up, down = out["delta_logps/chosen"] > 0, out["delta_logps/rejected"] < 0
@@ -309,6 +325,16 @@ def save_adapter(model, tokenizer, out_dir: str | Path, *, merge: bool = False) 
         merged.save_pretrained(paths["merged"])
         tokenizer.save_pretrained(paths["merged"])
     return paths
+
+
+def write_metrics(recipe: DPORecipe, trainer, *, backend: str, model_source: str, before: dict, after: dict,
+                  lengths: dict, paths: dict, train_seconds: float) -> dict[str, Any]:
+    """Write ``output_dir/metrics.json`` (what notebooks 04/05 and ``make run`` read) and return it."""
+    metrics = {"backend": backend, "model": model_source, "recipe": recipe.to_dict(),
+               "lengths": lengths, "global_step": trainer.state.global_step, "train_seconds": round(train_seconds, 2),
+               "before": before, "after": after, "paths": paths, "log_history": trainer.state.log_history}
+    Path(recipe.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    return metrics
 
 
 class _StopAfter:
@@ -343,7 +369,7 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     model, tokenizer = load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit,
                                   max_seq_length=recipe.max_length, lora=recipe.lora(), seed=recipe.seed)
     splits = load_data(recipe)
-    lengths = check_lengths(recipe, tokenizer, splits)
+    splits, lengths = check_lengths(recipe, tokenizer, splits)
     out_dir = prepare_output_dir(recipe)
     ref, before = reference_report(model, tokenizer, splits["test"], max_length=recipe.max_length)
     prompts = chat_prompts(splits["test"])
@@ -364,10 +390,8 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     after = after_report(model, tokenizer, splits["test"], ref, beta=recipe.beta, max_length=recipe.max_length)
     style(after, reference=False)
     paths = save_adapter(model, tokenizer, out_dir, merge=recipe.merge)
-    metrics = {"backend": model.dpo_course_backend, "model": source, "recipe": recipe.to_dict(), "lengths": lengths,
-               "global_step": trainer.state.global_step, "train_seconds": round(seconds, 2), "before": before,
-               "after": after, "paths": paths, "log_history": trainer.state.log_history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    metrics = write_metrics(recipe, trainer, backend=model.dpo_course_backend, model_source=source, before=before,
+                            after=after, lengths=lengths, paths=paths, train_seconds=seconds)
     if verbose:
         print(f"[{metrics['backend']}] step {metrics['global_step']}: held-out reward accuracy "
               f"{after['rewards/accuracies']:.3f}, margin {after['rewards/margins']:.3f} ({after['margin_source']})"

@@ -80,7 +80,9 @@ def test_unknown_model_path_and_short_max_length_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="neither an existing directory"):
         run_recipe(_recipe(tmp_path, model="./no/such/model"), verbose=False)
     assert not any(tmp_path.glob("checkpoint-*"))
-    r = _recipe(tmp_path, max_length=20)
+    with pytest.raises(ValueError, match="max_prompt_length"):
+        _recipe(tmp_path, max_length=20)  # the offline max_prompt_length (192) is not below it
+    r = _recipe(tmp_path, max_length=20, max_prompt_length=None)
     from helpers.models import load_tokenizer
     from helpers.toy_model import build_toy_sft_model
 
@@ -90,6 +92,10 @@ def test_unknown_model_path_and_short_max_length_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="longest prompt kept"):
         run_recipe(r, verbose=False)
     assert not any(tmp_path.glob("checkpoint-*"))
+    # a prompt limit drops the long-prompt pairs instead, and then max_length fits what is kept
+    splits, rep = check_lengths(_recipe(tmp_path, max_length=64, max_prompt_length=40), tok, load_data(r))
+    assert rep["dropped_long_prompt"]["train"] > 0 and rep["longest_prompt"] <= 40
+    assert len(splits["train"]) == len(load_data(r)["train"]) - rep["dropped_long_prompt"]["train"]
 
 
 def test_cli_rejects_bad_beta_with_exit_code_2(capsys):
@@ -122,13 +128,26 @@ def _notebook_sources() -> dict[str, str]:
 
 
 def _calls(src: str, names: set[str]) -> list[tuple[str, list[str]]]:
+    """(callee, keywords) of every call to ``names``; ``**kw`` is expanded when ``kw = dict(...)`` is in ``src``."""
+    tree = ast.parse(src)
+    dicts: dict[str, list[str]] = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", None) == "dict"):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    dicts.setdefault(t.id, []).extend(k.arg for k in node.value.keywords if k.arg)
     found = []
-    for node in ast.walk(ast.parse(src)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
             name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
             if name in names:
-                found.append((name, [k.arg for k in node.keywords if k.arg is not None]))
+                kws = [k.arg for k in node.keywords if k.arg is not None]
+                for k in node.keywords:
+                    if k.arg is None and isinstance(k.value, ast.Name):
+                        kws += dicts.get(k.value.id, [])
+                found.append((name, kws))
     return found
 
 
@@ -151,7 +170,7 @@ print(json.dumps({"DPOConfig": params(DPOConfig), "DPOTrainer": params(DPOTraine
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     sigs = json.loads(r.stdout.strip().splitlines()[-1])
-    checked = set()
+    checked, n_config_keywords = set(), 0
     for where, src in _notebook_sources().items():
         for name, kws in _calls(src, {"DPOConfig", "DPOTrainer", "from_pretrained", "get_peft_model"}):
             keys = [name]
@@ -160,7 +179,10 @@ print(json.dumps({"DPOConfig": params(DPOConfig), "DPOTrainer": params(DPOTraine
             if name == "get_peft_model" and "r" not in kws:
                 keys = ["peft.get_peft_model"]  # peft's get_peft_model(model, LoraConfig(...))
             sig = sigs[keys[0]]
+            if name == "DPOConfig":
+                n_config_keywords = max(n_config_keywords, len(kws))
             bad = [k for k in kws if k not in sig["names"]]
             assert not bad, f"{where}: {name}() does not accept {bad} in the pinned versions"
             checked.add(keys[0])
     assert {"DPOConfig", "DPOTrainer", "from_pretrained", "get_peft_model"} <= checked, checked
+    assert n_config_keywords >= 20, n_config_keywords  # DPOConfig's keywords were really read (via **kw)
