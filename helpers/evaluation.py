@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pair_logps", "reward_metrics", "sample_responses", "chat_prompts"]
+__all__ = ["pair_logps", "reward_metrics", "sample_responses", "chat_prompts", "sample_and_score"]
 
 
 def _batches(n: int, size: int):
@@ -125,3 +125,64 @@ def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, m
         tokenizer.padding_side = side
         model.train(was_training)
     return responses
+
+
+def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n_samples: int = 1,
+                     max_new_tokens: int = 32, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                     batch_size: int = 32, reference: bool = False) -> dict[str, Any]:
+    """Sample responses and score the sampled tokens under the policy and the reference (adapters off).
+
+    With ``temperature=1`` and ``top_p=1`` the samples come from the model itself, so
+    ``mean(policy_logps - ref_logps)`` over samples of the policy is an unbiased Monte-Carlo estimate of the
+    sequence-level KL(pi || pi_ref) (of responses cut at ``max_new_tokens``). A response ends at its first eos
+    token (included in the score).
+
+    Returns ``{"texts": [N*n_samples], "policy_logps": (M,), "ref_logps": (M,), "tokens": (M,)}``, prompt-major.
+    """
+    import torch
+
+    from helpers.logprobs import pad_and_mask, sequence_logps
+
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [t for t in texts for _ in range(n_samples)]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    out: dict[str, list] = {"texts": [], "policy_logps": [], "ref_logps": [], "tokens": []}
+    try:
+        with torch.no_grad():
+            for b, idx in enumerate(_batches(len(texts), batch_size)):
+                enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(device)
+                torch.manual_seed(seed + b)
+                with _adapters_off(model, reference):
+                    gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                                         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                         eos_token_id=eos)
+                new = gen[:, enc["input_ids"].shape[1]:].tolist()
+                seqs, n_prompt = [], []
+                masks = enc["attention_mask"].tolist()
+                for row, mask, ids in zip(enc["input_ids"].tolist(), masks, new, strict=True):
+                    prompt = [t for t, m in zip(row, mask, strict=True) if m]  # drop the left padding
+                    resp = ids[: ids.index(eos) + 1] if eos in ids else ids
+                    seqs.append(prompt + resp)
+                    n_prompt.append(len(prompt))
+                    out["texts"].append(tokenizer.decode(resp, skip_special_tokens=True).strip())
+                    out["tokens"].append(len(resp))
+                input_ids, attn, labels = pad_and_mask(seqs, n_prompt, tokenizer.pad_token_id)
+                input_ids, attn, labels = input_ids.to(device), attn.to(device), labels.to(device)
+                for key, ref in (("policy_logps", False), ("ref_logps", True)):
+                    with _adapters_off(model, ref):
+                        logits = model(input_ids=input_ids, attention_mask=attn).logits
+                    out[key] += sequence_logps(logits, labels).cpu().tolist()
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return {k: (v if k == "texts" else np.asarray(v)) for k, v in out.items()}

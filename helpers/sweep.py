@@ -1,0 +1,125 @@
+"""Notebook 04's sweeps: the same DPO recipe at several betas (or loss types), each run measured the same way.
+
+Per run, on held-out data: reward accuracy and margin (``helpers.train.after_report``), the change of chosen and
+rejected log-probs, and the sequence-level KL(pi || pi_ref) estimated from samples of the policy
+(``helpers.evaluation.sample_and_score``: mean of log pi(y) - log pi_ref(y) over samples drawn at temperature 1,
+top-p 1). Offline, also the mean ground-truth ``toy_reward`` of those samples. Results are cached as JSON by a
+hash of everything that determines them, so re-executing the notebook does not retrain unchanged settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["sweep_key", "measure_policy", "run_sweep"]
+
+
+def sweep_key(recipe, model_source: str, measure: dict) -> str:
+    """sha256 (16 hex) of the recipe (without output paths), the model directory name and the measurement settings."""
+    d = {k: v for k, v in recipe.to_dict().items() if k not in ("output_dir", "resume", "merge", "eval_steps",
+                                                                  "save_steps", "logging_steps")}
+    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: int, max_new_tokens: int, seed: int,
+                   reward_fn=None) -> dict[str, Any]:
+    """KL estimate (mean, standard error, sample count) and, with ``reward_fn``, the mean reward of the samples."""
+    import numpy as np
+
+    from helpers.evaluation import sample_and_score
+
+    s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
+                         temperature=1.0, top_p=1.0, seed=seed, reference=reference)
+    d = s["policy_logps"] - s["ref_logps"]
+    out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
+           "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "samples": s["texts"][:4]}
+    if reward_fn is not None:
+        out["reward"] = float(np.mean([reward_fn(t) for t in s["texts"]]))
+    return out
+
+
+def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache_dir: str | Path,
+              kl_prompts: int = 64, kl_samples: int = 2, max_new_tokens: int = 32, reward_fn=None,
+              progress: bool = True) -> dict[str, Any]:
+    """Train ``base.replace(**point)`` for every point of ``grid`` and measure each; cached.
+
+    Args:
+        base: a ``helpers.train.DPORecipe`` (data, steps, seed ... shared by all runs).
+        grid: e.g. ``[{"beta": 0.01}, {"beta": 0.1}]`` or ``[{"loss_type": "ipo"}]``.
+        splits: ``{"train", "test"}`` datasets (already length-checked).
+        kl_prompts, kl_samples: held-out prompts and samples per prompt of the KL estimate.
+
+    Returns ``{"reference": {...}, "rows": [{"beta", "loss_type", "heldout_accuracy", "margin", "kl", ...}]}``;
+    ``reference`` is the reference policy measured the same way (KL 0 by definition of the estimator).
+    """
+    from tqdm.auto import tqdm
+
+    from helpers.evaluation import chat_prompts
+    from helpers.models import load_model
+    from helpers.train import after_report, make_trainer, reference_report, resolve_model
+
+    if not grid:
+        raise ValueError("grid must list at least one setting, e.g. [{'beta': 0.1}]")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    source = resolve_model(base)
+    prompts = chat_prompts(splits["test"])[:kl_prompts]
+    measure = {"kl_prompts": len(prompts), "kl_samples": kl_samples, "max_new_tokens": max_new_tokens,
+               "reward": getattr(reward_fn, "__name__", None), "n_test": len(splits["test"])}
+    use = {"auto": "auto", "unsloth": True, "transformers": False}[base.backend]
+    state: dict[str, Any] = {}
+
+    def fresh_model(recipe):
+        return load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit,
+                          max_seq_length=recipe.max_length, lora=recipe.lora(), seed=recipe.seed)
+
+    def reference():
+        if "ref" not in state:
+            ref_file = cache / f"reference-{sweep_key(base.replace(beta=1.0), source, measure)}.json"
+            model, tok = fresh_model(base)
+            state["ref_logps"], _ = reference_report(model, tok, splits["test"], max_length=base.max_length)
+            if ref_file.exists():
+                state["ref"] = json.loads(ref_file.read_text())
+            else:
+                state["ref"] = measure_policy(model, tok, prompts, reference=True, kl_samples=kl_samples,
+                                              max_new_tokens=max_new_tokens, seed=base.seed, reward_fn=reward_fn)
+                ref_file.write_text(json.dumps(state["ref"], indent=2) + "\n")
+        return state["ref"]
+
+    rows = []
+    bar = tqdm(grid, desc="sweep", disable=not progress)
+    for point in bar:
+        recipe = base.replace(**point)
+        f = cache / f"{sweep_key(recipe, source, measure)}.json"
+        bar.set_postfix(point)
+        if f.exists():
+            row = json.loads(f.read_text())
+            row["cached"] = True
+            rows.append(row)
+            continue
+        reference()
+        model, tok = fresh_model(recipe)
+        trainer = make_trainer(model, tok, splits, recipe.replace(output_dir=str(cache / "tmp")),
+                               eval_strategy="no", save_strategy="no", logging_strategy="no")
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+        after = after_report(model, tok, splits["test"], state["ref_logps"], beta=recipe.beta,
+                             max_length=recipe.max_length)
+        m = measure_policy(model, tok, prompts, reference=False, kl_samples=kl_samples,
+                           max_new_tokens=max_new_tokens, seed=recipe.seed, reward_fn=reward_fn)
+        row = {"beta": recipe.beta, "loss_type": recipe.loss_type, "heldout_accuracy": after["rewards/accuracies"],
+               "margin": after["rewards/margins"], "delta_logps_chosen": after["delta_logps/chosen"],
+               "delta_logps_rejected": after["delta_logps/rejected"], **m, "train_seconds": round(seconds, 2),
+               "steps": trainer.state.global_step}
+        f.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append({**row, "cached": False})
+    bar.close()
+    ref_file = list(cache.glob("reference-*.json"))
+    ref = state.get("ref") or (json.loads(ref_file[0].read_text()) if ref_file else None)
+    return {"reference": ref, "rows": rows, "measure": measure}
