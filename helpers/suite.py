@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["NotebookResult", "record_metrics", "run_notebook", "run_suite", "main"]
+__all__ = ["NotebookResult", "record_metrics", "run_notebook", "digest", "run_suite", "main"]
 
 
 def record_metrics(run_dir: str | Path, notebook: str, metrics: dict) -> Path:
@@ -83,6 +83,24 @@ def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 60
     return NotebookResult(path.name, ok, round(seconds, 2), cell, err)
 
 
+def digest(summary: dict) -> dict:
+    """The headline numbers of a run, from the notebooks' metrics: mode, dpo, generation, beta_sweep."""
+    m3 = summary.get("03_unsloth_lora_dpo", {})
+    m4 = summary.get("04_beta_sensitivity", {})
+    m5 = summary.get("05_before_after_generation", {})
+    out: dict = {"mode": m3.get("mode") or m5.get("mode") or summary.get("mode")}
+    out["dpo"] = {"heldout_reward_accuracy": m3.get("heldout_reward_accuracy"),
+                  "heldout_margin": m3.get("heldout_margin")}
+    out["generation"] = {"win_rate": m5.get("win_rate"), "score": m5.get("score"),
+                         "tokens_before": m5.get("tokens_reference"), "tokens_after": m5.get("tokens_policy")}
+    if "chosen_style_rate_before" in m5:  # offline only: the toy world's ground truth
+        out["generation"]["chosen_style_rate_before"] = m5["chosen_style_rate_before"]
+        out["generation"]["chosen_style_rate_after"] = m5["chosen_style_rate_after"]
+    out["beta_sweep"] = [{k: r.get(k) for k in ("beta", "heldout_accuracy", "kl", "reward")}
+                         for r in m4.get("beta_sweep", [])]
+    return out
+
+
 def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> tuple[Path, dict]:
     """Run ``notebooks`` in order into a new ``runs_dir/<timestamp>``; return (run_dir, summary)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -112,6 +130,7 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> t
     if not notebooks:
         summary["note"] = "no notebooks found: nothing was executed"
     summary["seconds_total"] = round(sum(r.seconds for r in results), 2)
+    summary.update(digest(summary))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary
 
@@ -122,6 +141,19 @@ def _print_table(run_dir: Path, summary: dict) -> None:
     for name, r in summary["notebooks"].items():
         print(f"{name:<40} {'yes' if r['ok'] else 'NO':>4} {r['seconds']:>8.1f}")
     print(f"{'total':<40} {'':>4} {summary['seconds_total']:>8.1f}")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    dpo, gen = summary.get("dpo", {}), summary.get("generation", {})
+    if any(v is not None for v in dpo.values()):
+        print(f"DPO held-out: reward accuracy {fmt(dpo['heldout_reward_accuracy'])}, margin "
+              f"{fmt(dpo['heldout_margin'])}")
+    if gen.get("win_rate") is not None:
+        style = (f", chosen-style rate {fmt(gen['chosen_style_rate_before'])} -> "
+                 f"{fmt(gen['chosen_style_rate_after'])}" if "chosen_style_rate_before" in gen else "")
+        print(f"generation: win rate {fmt(gen['win_rate'])} ({gen.get('score')}){style}")
+    if summary.get("beta_sweep"):
+        print(f"{'beta':>8} {'accuracy':>9} {'KL':>7} {'reward':>7}")
+        for r in summary["beta_sweep"]:
+            print(f"{r['beta']:>8g} {fmt(r['heldout_accuracy']):>9} {fmt(r['kl']):>7} {fmt(r['reward']):>7}")
     if "note" in summary:
         print(summary["note"])
 

@@ -61,3 +61,18 @@ def test_failing_notebook_exits_nonzero_and_names_the_cell(tmp_path, notebooks, 
 def test_missing_notebook_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit):
         suite.main(["--notebooks", str(tmp_path / "nope.ipynb"), "--runs-dir", str(tmp_path / "runs")])
+
+
+def test_digest_holds_the_summary_keys_make_run_promises():
+    summary = {"mode": "offline",
+               "03_unsloth_lora_dpo": {"mode": "offline", "heldout_reward_accuracy": 1.0, "heldout_margin": 0.4},
+               "04_beta_sensitivity": {"beta_sweep": [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7,
+                                                       "reward": 0.4, "margin": 0.6}]},
+               "05_before_after_generation": {"mode": "offline", "win_rate": 0.7, "chosen_style_rate_before": 0.5,
+                                              "chosen_style_rate_after": 0.9, "score": "toy_reward"}}
+    d = suite.digest(summary)
+    assert d["mode"] == "offline"
+    assert d["dpo"] == {"heldout_reward_accuracy": 1.0, "heldout_margin": 0.4}
+    assert d["generation"]["win_rate"] == 0.7 and d["generation"]["chosen_style_rate_after"] == 0.9
+    assert d["beta_sweep"] == [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7, "reward": 0.4}]
+    assert suite.digest({"mode": "online"})["dpo"]["heldout_reward_accuracy"] is None  # absent, not invented

@@ -1,0 +1,68 @@
+"""Notebook 05 helpers: win rate, implicit rewards, the optional judge (on a fake endpoint), export."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from helpers.compare import export_comparison, generate_side_by_side, implicit_rewards, judge_from_env, win_rate
+
+
+def test_win_rate_counts_ties_half_and_checks_input():
+    assert win_rate([1, 0, 2, 3], [0, 0, 5, 1]) == (1 + 0.5 + 0 + 1) / 4
+    with pytest.raises(ValueError, match="equal length"):
+        win_rate([1], [1, 2])
+
+
+def test_judge_is_off_unless_configured_and_parses_the_answer(monkeypatch):
+    monkeypatch.delenv("DPO_JUDGE_URL", raising=False)
+    monkeypatch.delenv("DPO_JUDGE_KEY", raising=False)
+    assert judge_from_env() is None
+    seen = {}
+
+    class Fake(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            seen["auth"] = self.headers["Authorization"]
+            seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            out = json.dumps({"choices": [{"message": {"content": "B."}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=srv.handle_request, daemon=True).start()
+    monkeypatch.setenv("DPO_JUDGE_URL", f"http://127.0.0.1:{srv.server_port}/v1")
+    monkeypatch.setenv("DPO_JUDGE_KEY", "sk-test")
+    monkeypatch.setenv("DPO_JUDGE_MODEL", "judge-1")
+    assert judge_from_env()("hi", "rude", "polite") == "B"
+    assert seen["auth"] == "Bearer sk-test" and seen["body"]["model"] == "judge-1"
+    assert "polite" in seen["body"]["messages"][0]["content"]
+    srv.server_close()
+
+
+def test_fresh_adapter_generates_like_the_reference_with_zero_implicit_reward(toy_sft_dir):
+    from helpers.data import TOY, resolve_hh
+    from helpers.evaluation import chat_prompts
+    from helpers.models import load_model
+    from helpers.toy_model import TOY_DECODING
+
+    model, tok = load_model(toy_sft_dir, use_unsloth=False)  # fresh LoRA: policy == reference
+    prompts = chat_prompts(resolve_hh(TOY).data["test"])[:12]
+    rows = generate_side_by_side(model, tok, prompts, decoding=TOY_DECODING, seed=3)
+    assert all(r["reference"] == r["policy"] for r in rows)  # same seed, same model: same text
+    ref_r, pol_r = implicit_rewards(model, tok, rows, beta=0.1)
+    assert max(abs(x) for x in ref_r + pol_r) < 1e-5
+
+
+def test_export_writes_csv_and_escaped_html(tmp_path):
+    rows = [{"prompt": "a<b", "reference": "x", "policy": "y", "score": 1.0}]
+    p = export_comparison(rows, tmp_path, columns=["prompt", "reference", "policy", "score"])
+    assert p["csv"].read_text().splitlines()[1] == "a<b,x,y,1.0"
+    assert "a&lt;b" in p["html"].read_text()
