@@ -1,0 +1,66 @@
+"""Notebook 04's sweep (helpers.sweep) and its KL estimator (helpers.evaluation.sample_and_score); merge on save."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from helpers.data import TOY, resolve_hh
+from helpers.evaluation import chat_prompts, sample_and_score
+from helpers.models import load_model
+from helpers.sweep import run_sweep
+from helpers.toy import toy_reward
+from helpers.train import OFFLINE, DPORecipe, run_recipe
+
+
+def test_kl_estimate_is_zero_for_the_reference_and_positive_once_the_policy_moves(toy_sft_dir):
+    model, tok = load_model(toy_sft_dir, use_unsloth=False)
+    prompts = chat_prompts(resolve_hh(TOY).data["test"])[:16]
+    s = sample_and_score(model, tok, prompts, n_samples=2, max_new_tokens=12, seed=1)
+    assert len(s["texts"]) == 32 and (s["tokens"] <= 12).all() and (s["tokens"] >= 1).all()
+    assert np.abs(s["policy_logps"] - s["ref_logps"]).max() < 1e-5  # fresh LoRA: pi == pi_ref
+    assert (s["policy_logps"] < 0).all()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(0)))
+    s = sample_and_score(model, tok, prompts, n_samples=4, max_new_tokens=12, seed=1)
+    d = s["policy_logps"] - s["ref_logps"]
+    assert d.mean() > 2 * d.std() / np.sqrt(len(d))  # KL > 0, beyond the estimator's noise
+
+
+def test_sweep_measures_each_setting_and_caches_it(tmp_path, toy_sft_dir):
+    base = DPORecipe(**{**OFFLINE, "output_dir": str(tmp_path / "runs"), "max_steps": 3, "batch_size": 4,
+                        "backend": "transformers"})
+    splits = resolve_hh(TOY, limit=40, test_limit=12).data
+    grid = [{"beta": 0.5}, {"loss_type": "ipo"}]
+    kw = dict(cache_dir=tmp_path / "cache", kl_prompts=4, kl_samples=2, max_new_tokens=8, reward_fn=toy_reward,
+              progress=False)
+    first = run_sweep(base, grid, splits, **kw)
+    assert [r["cached"] for r in first["rows"]] == [False, False]
+    assert [(r["beta"], r["loss_type"]) for r in first["rows"]] == [(0.5, "sigmoid"), (0.1, "ipo")]
+    for r in first["rows"]:
+        assert r["steps"] == 3 and r["kl_n"] == 8 and 0 <= r["heldout_accuracy"] <= 1 and "reward" in r
+    assert first["reference"]["kl"] == 0.0 and "reward" in first["reference"]
+    again = run_sweep(base, grid, splits, **kw)
+    assert [r["cached"] for r in again["rows"]] == [True, True]
+    assert [r["kl"] for r in again["rows"]] == [r["kl"] for r in first["rows"]]
+
+
+def test_merge_saves_a_full_model_that_equals_the_adapter_model(tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    res = run_recipe(DPORecipe(**{**OFFLINE, "output_dir": str(tmp_path), "max_steps": 3, "batch_size": 4,
+                                  "backend": "transformers", "merge": True, "eval_steps": 1000}), verbose=False)
+    merged = AutoModelForCausalLM.from_pretrained(res["paths"]["merged"])
+    ids = torch.tensor([[1, 5, 9, 12, 30]])
+    with torch.no_grad():
+        a = res["model"](input_ids=ids).logits  # the merged-and-unloaded model object
+        b = merged(input_ids=ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+    base = AutoModelForCausalLM.from_pretrained(json.loads((tmp_path / "metrics.json").read_text())["model"])
+    with torch.no_grad():
+        assert (base(input_ids=ids).logits - b).abs().max().item() > 1e-5  # the merge carried the trained adapter
