@@ -60,8 +60,7 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     from tqdm.auto import tqdm
 
     from helpers.evaluation import chat_prompts
-    from helpers.models import load_model
-    from helpers.train import after_report, make_trainer, reference_report, resolve_model
+    from helpers.train import after_report, load_lora_model, make_trainer, reference_report, resolve_model
 
     if not grid:
         raise ValueError("grid must list at least one setting, e.g. [{'beta': 0.1}]")
@@ -71,12 +70,10 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     prompts = chat_prompts(splits["test"])[:kl_prompts]
     measure = {"kl_prompts": len(prompts), "kl_samples": kl_samples, "max_new_tokens": max_new_tokens,
                "reward": getattr(reward_fn, "__name__", None), "n_test": len(splits["test"])}
-    use = {"auto": "auto", "unsloth": True, "transformers": False}[base.backend]
     state: dict[str, Any] = {}
 
     def fresh_model(recipe):
-        return load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit,
-                          max_seq_length=recipe.max_length, lora=recipe.lora(), seed=recipe.seed)
+        return load_lora_model(recipe, source)
 
     def reference():
         if "ref" not in state:

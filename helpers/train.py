@@ -27,9 +27,9 @@ from helpers.losses import LOSS_TYPES
 from helpers.models import MODEL_ID, LoraSettings
 from helpers.toy_model import TOY_DPO
 
-__all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_data", "check_lengths", "dpo_config",
-           "make_trainer", "prepare_output_dir", "last_checkpoint", "train_with_resume", "reference_report",
-           "after_report", "save_adapter", "write_metrics", "run_recipe", "main"]
+__all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_lora_model", "load_data", "check_lengths",
+           "dpo_config", "make_trainer", "prepare_output_dir", "last_checkpoint", "train_with_resume",
+           "reference_report", "after_report", "save_adapter", "write_metrics", "run_recipe", "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 
@@ -126,6 +126,15 @@ def resolve_model(recipe: DPORecipe) -> str:
 
         return str(build_toy_sft_model())
     return _check_source(recipe.model)
+
+
+def load_lora_model(recipe: DPORecipe, source: str):
+    """``helpers.models.load_model`` with the recipe's backend, precision, length and LoRA settings."""
+    from helpers.models import load_model
+
+    use = {"auto": "auto", "unsloth": True, "transformers": False}[recipe.backend]
+    return load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit, max_seq_length=recipe.max_length,
+                      lora=recipe.lora(), seed=recipe.seed)
 
 
 def load_data(recipe: DPORecipe) -> dict[str, Any]:
@@ -362,12 +371,9 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     import numpy as np
 
     from helpers.evaluation import chat_prompts, sample_responses
-    from helpers.models import load_model
 
-    use = {"auto": "auto", "unsloth": True, "transformers": False}[recipe.backend]
     source = resolve_model(recipe)  # bad path -> ValueError before anything heavy
-    model, tokenizer = load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit,
-                                  max_seq_length=recipe.max_length, lora=recipe.lora(), seed=recipe.seed)
+    model, tokenizer = load_lora_model(recipe, source)
     splits = load_data(recipe)
     splits, lengths = check_lengths(recipe, tokenizer, splits)
     out_dir = prepare_output_dir(recipe)
