@@ -70,23 +70,19 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     prompts = chat_prompts(splits["test"])[:kl_prompts]
     measure = {"kl_prompts": len(prompts), "kl_samples": kl_samples, "max_new_tokens": max_new_tokens,
                "reward": getattr(reward_fn, "__name__", None), "n_test": len(splits["test"])}
+    ref_file = cache / f"reference-{sweep_key(base.replace(beta=1.0), source, measure)}.json"
     state: dict[str, Any] = {}
 
-    def fresh_model(recipe):
-        return load_lora_model(recipe, source)
-
-    def reference():
-        if "ref" not in state:
-            ref_file = cache / f"reference-{sweep_key(base.replace(beta=1.0), source, measure)}.json"
-            model, tok = fresh_model(base)
+    def ref_logps():
+        """Held-out reference log-probs (needed to train-and-measure a point); measures the reference once too."""
+        if "ref_logps" not in state:
+            model, tok = load_lora_model(base, source)
             state["ref_logps"], _ = reference_report(model, tok, splits["test"], max_length=base.max_length)
-            if ref_file.exists():
-                state["ref"] = json.loads(ref_file.read_text())
-            else:
-                state["ref"] = measure_policy(model, tok, prompts, reference=True, kl_samples=kl_samples,
-                                              max_new_tokens=max_new_tokens, seed=base.seed, reward_fn=reward_fn)
-                ref_file.write_text(json.dumps(state["ref"], indent=2) + "\n")
-        return state["ref"]
+            if not ref_file.exists():
+                ref = measure_policy(model, tok, prompts, reference=True, kl_samples=kl_samples,
+                                     max_new_tokens=max_new_tokens, seed=base.seed, reward_fn=reward_fn)
+                ref_file.write_text(json.dumps(ref, indent=2) + "\n")
+        return state["ref_logps"]
 
     rows = []
     bar = tqdm(grid, desc="sweep", disable=not progress)
@@ -99,14 +95,14 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
             row["cached"] = True
             rows.append(row)
             continue
-        reference()
-        model, tok = fresh_model(recipe)
+        ref = ref_logps()
+        model, tok = load_lora_model(recipe, source)
         trainer = make_trainer(model, tok, splits, recipe.replace(output_dir=str(cache / "tmp")),
                                eval_strategy="no", save_strategy="no", logging_strategy="no")
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
-        after = after_report(model, tok, splits["test"], state["ref_logps"], beta=recipe.beta,
+        after = after_report(model, tok, splits["test"], ref, beta=recipe.beta,
                              max_length=recipe.max_length)
         m = measure_policy(model, tok, prompts, reference=False, kl_samples=kl_samples,
                            max_new_tokens=max_new_tokens, seed=recipe.seed, reward_fn=reward_fn)
@@ -117,6 +113,6 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
         f.write_text(json.dumps(row, indent=2) + "\n")
         rows.append({**row, "cached": False})
     bar.close()
-    ref_file = list(cache.glob("reference-*.json"))
-    ref = state.get("ref") or (json.loads(ref_file[0].read_text()) if ref_file else None)
-    return {"reference": ref, "rows": rows, "measure": measure}
+    if not ref_file.exists():  # every point was cached but this reference measurement was not
+        ref_logps()
+    return {"reference": json.loads(ref_file.read_text()), "rows": rows, "measure": measure}

@@ -346,18 +346,16 @@ def write_metrics(recipe: DPORecipe, trainer, *, backend: str, model_source: str
     return metrics
 
 
-class _StopAfter:
+def _stop_after(k: int):
     """A TrainerCallback that raises KeyboardInterrupt after step k: simulates pressing stop (tests, --stop-after)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, k: int):
-        from transformers import TrainerCallback
+    class StopAfter(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):  # step k is done and logged
+            if state.global_step >= k:
+                raise KeyboardInterrupt(f"stopped after step {k} (--stop-after)")
 
-        class Stop(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kw):  # step k is done and logged
-                if state.global_step >= k:
-                    raise KeyboardInterrupt(f"stopped after step {k} (--stop-after)")
-
-        return Stop()
+    return StopAfter()
 
 
 def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None, stop_after: int | None = None,
@@ -389,7 +387,7 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
 
     style(before, reference=True)
     trainer = make_trainer(model, tokenizer, splits, recipe,
-                           callbacks=[_StopAfter(stop_after)] if stop_after else None)
+                           callbacks=[_stop_after(stop_after)] if stop_after else None)
     t0 = time.perf_counter()
     train_with_resume(trainer, recipe)
     seconds = time.perf_counter() - t0

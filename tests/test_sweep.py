@@ -45,6 +45,10 @@ def test_sweep_measures_each_setting_and_caches_it(tmp_path, toy_sft_dir):
     again = run_sweep(base, grid, splits, **kw)
     assert [r["cached"] for r in again["rows"]] == [True, True]
     assert [r["kl"] for r in again["rows"]] == [r["kl"] for r in first["rows"]]
+    for f in (tmp_path / "cache").glob("reference-*.json"):
+        f.unlink()
+    restored = run_sweep(base, grid, splits, **kw)  # points cached, the reference is measured again
+    assert [r["cached"] for r in restored["rows"]] == [True, True] and restored["reference"] == first["reference"]
 
 
 def test_merge_saves_a_full_model_that_equals_the_adapter_model(tmp_path):
