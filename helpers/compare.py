@@ -24,17 +24,19 @@ __all__ = ["load_policy", "generate_side_by_side", "implicit_rewards", "win_rate
 def load_policy(adapter_dir: str | Path, base_model: str | Path):
     """The base (reference) model with the saved LoRA adapter on top, and its tokenizer (transformers + peft).
 
+    ``base_model`` is resolved like ``helpers.models.load_model`` does (local directory, HF cache, hub, packaged).
+
     With the adapter disabled (``model.disable_adapter()``) the same object is the reference policy.
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from helpers.models import load_tokenizer
+    from helpers.models import load_tokenizer, resolve_source
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise ValueError(f"adapter_dir {adapter_dir} holds no adapter_config.json: run notebook 03 first")
-    base = AutoModelForCausalLM.from_pretrained(str(base_model))
+    base = AutoModelForCausalLM.from_pretrained(resolve_source(base_model)[0])
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
     tok, _ = load_tokenizer(adapter_dir, verbose=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MODEL_ID", "LoraSettings", "resolve_source", "load_model", "load_tokenizer", "count_parameters",
-           "unsloth_importable", "describe_model"]
+           "unsloth_importable", "describe_model", "model_parameters_of"]
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -103,7 +103,10 @@ def load_tokenizer(
     from helpers.tinymodel import train_tokenizer
 
     try:
-        path, source = resolve_source(name_or_path)
+        if Path(name_or_path).is_dir():  # a model or adapter directory: a tokenizer needs no config.json
+            path, source = str(name_or_path), f"local directory {name_or_path}"
+        else:
+            path, source = resolve_source(name_or_path)
         tok = AutoTokenizer.from_pretrained(path)
     except HubUnavailableError as e:
         if fallback_texts is None:
@@ -242,12 +245,26 @@ def load_model(
     return model, tokenizer
 
 
-def describe_model(model, tokenizer, source: str) -> dict[str, Any]:
-    """What every notebook records about the model it ran: ``model`` (source), ``model_parameters`` (all, int,
-    LoRA adapters excluded), ``tokenizer_vocab`` (int, ``len(tokenizer)``)."""
+def describe_model(model, tokenizer, name: str | None = None) -> dict[str, Any]:
+    """What every notebook records about the model it ran: ``model`` (``name``: what was loaded, a path or hub id),
+    ``model_source`` (where it came from, as ``load_model`` said), ``model_parameters`` (int, LoRA adapters
+    excluded) and ``tokenizer_vocab`` (int, ``len(tokenizer)``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    n = sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name)
-    return {"model": source, "model_parameters": int(n), "tokenizer_vocab": int(len(tokenizer))}
+    n = sum(p.numel() for pname, p in base.named_parameters() if "lora_" not in pname)
+    return {"model": str(name) if name is not None else getattr(base.config, "_name_or_path", None),
+            "model_source": getattr(model, "dpo_course_source", None), "model_parameters": int(n),
+            "tokenizer_vocab": int(len(tokenizer))}
+
+
+def model_parameters_of(name_or_path: str | Path = MODEL_ID) -> int:
+    """Parameter count of a model from its config alone (built on the meta device: no weights are read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(resolve_source(name_or_path)[0])
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 def count_parameters(model) -> tuple[int, int]:

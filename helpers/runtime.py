@@ -115,8 +115,8 @@ def precision_flags(rt: Runtime) -> dict[str, bool]:
     return {"fp16": not rt.bf16, "bf16": rt.bf16}
 
 
-def banner(rt: Runtime | None = None) -> str:
-    """A one-screen summary of the runtime; notebooks print it first."""
+def banner(rt: Runtime | None = None, *, model: str | None = None) -> str:
+    """A one-screen summary of the runtime; notebooks print it first. ``model``: which model(s) the notebook runs."""
     rt = rt or detect()
     flags = precision_flags(rt)
     prec = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32 (CPU)"
@@ -130,6 +130,8 @@ def banner(rt: Runtime | None = None) -> str:
         f" precision  : {prec}",
         f" Unsloth    : {'available' if rt.unsloth_available else 'not installed (plain transformers + peft)'}",
         f" mode       : {rt.mode}{why}",
-        "=" * 64,
     ]
+    if model:
+        lines.append(f" model      : {model}")
+    lines.append("=" * 64)
     return "\n".join(lines)

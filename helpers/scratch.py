@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collate_pairs", "pair_batch_logps", "scratch_dpo_loss", "train_dpo_from_scratch", "trl_loss_on_batch"]
+__all__ = ["collate_pairs", "pair_batch_logps", "scratch_dpo_loss", "train_dpo_from_scratch", "trl_loss_on_batch",
+           "perturb_lora"]
 
 
 def collate_pairs(rows: list[dict], tokenizer, *, max_length: int | None = None) -> dict[str, Any]:
@@ -148,3 +149,23 @@ def trl_loss_on_batch(model, tokenizer, rows: list[dict], *, ref_model=None, bet
     batch = {k: v.to(trainer.args.device) if hasattr(v, "to") else v for k, v in batch.items()}
     with torch.no_grad():
         return trainer.compute_loss(trainer.model, batch).item()
+
+
+def perturb_lora(model, *, scale: float = 0.05, seed: int = 0) -> int:
+    """Add ``scale`` * N(0, 1) noise (seeded) to every LoRA B matrix: a stand-in for a trained adapter, so that the
+    policy differs from its reference (a fresh adapter has B = 0: policy == reference, every loss is ln 2).
+    Returns the number of matrices changed; raises ``ValueError`` when the model has no LoRA adapter."""
+    import torch
+
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    gen = torch.Generator().manual_seed(seed)
+    n = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(scale * torch.randn(p.shape, generator=gen).to(p))
+                n += 1
+    if not n:
+        raise ValueError("model has no LoRA adapter (load it with helpers.models.load_model(..., lora=LoraSettings()))")
+    return n

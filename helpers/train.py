@@ -114,18 +114,20 @@ _RUN_IDENTITY = ("model", "data", "data_source", "beta", "loss_type", "learning_
 
 
 def resolve_model(recipe: DPORecipe) -> str:
-    """The model to load: the cached toy SFT model for ``"toy"``, else a checked directory or hub id.
+    """The model to load: the cached toy SFT model's directory for ``"toy"``, else ``recipe.model`` once
+    ``helpers.models.resolve_source`` has found it (local directory, HF cache, hub, or the packaged SmolLM2).
 
     Raises ``ValueError`` for a path that does not exist (before anything is loaded) and ``HubUnavailableError``
-    for a hub id while offline.
+    for a hub id that is neither cached, reachable nor packaged.
     """
-    from helpers.models import _check_source
+    from helpers.models import resolve_source
 
     if recipe.model == TOY:
         from helpers.toy_model import build_toy_sft_model
 
         return str(build_toy_sft_model())
-    return _check_source(recipe.model)
+    resolve_source(recipe.model)
+    return recipe.model
 
 
 def load_lora_model(recipe: DPORecipe, source: str):
@@ -134,7 +136,7 @@ def load_lora_model(recipe: DPORecipe, source: str):
 
     use = {"auto": "auto", "unsloth": True, "transformers": False}[recipe.backend]
     return load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit, max_seq_length=recipe.max_length,
-                      lora=recipe.lora(), seed=recipe.seed)
+                      lora=recipe.lora(), seed=recipe.seed, verbose=True)
 
 
 def load_data(recipe: DPORecipe) -> dict[str, Any]:
@@ -337,9 +339,12 @@ def save_adapter(model, tokenizer, out_dir: str | Path, *, merge: bool = False) 
 
 
 def write_metrics(recipe: DPORecipe, trainer, *, backend: str, model_source: str, before: dict, after: dict,
-                  lengths: dict, paths: dict, train_seconds: float) -> dict[str, Any]:
-    """Write ``output_dir/metrics.json`` (what notebooks 04/05 and ``make run`` read) and return it."""
-    metrics = {"backend": backend, "model": model_source, "recipe": recipe.to_dict(),
+                  lengths: dict, paths: dict, train_seconds: float, model_info: dict | None = None) -> dict[str, Any]:
+    """Write ``output_dir/metrics.json`` (what notebooks 04/05 and ``make run`` read) and return it.
+
+    ``model_info``: ``helpers.models.describe_model`` of the trained model (``model``, ``model_source``,
+    ``model_parameters``, ``tokenizer_vocab``); without it only ``model`` = ``model_source`` is recorded."""
+    metrics = {"backend": backend, **(model_info or {"model": model_source}), "recipe": recipe.to_dict(),
                "lengths": lengths, "global_step": trainer.state.global_step, "train_seconds": round(train_seconds, 2),
                "before": before, "after": after, "paths": paths, "log_history": trainer.state.log_history}
     Path(recipe.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
@@ -369,6 +374,7 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     import numpy as np
 
     from helpers.evaluation import chat_prompts, sample_responses
+    from helpers.models import describe_model
 
     source = resolve_model(recipe)  # bad path -> ValueError before anything heavy
     model, tokenizer = load_lora_model(recipe, source)
@@ -395,7 +401,8 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     style(after, reference=False)
     paths = save_adapter(model, tokenizer, out_dir, merge=recipe.merge)
     metrics = write_metrics(recipe, trainer, backend=model.dpo_course_backend, model_source=source, before=before,
-                            after=after, lengths=lengths, paths=paths, train_seconds=seconds)
+                            after=after, lengths=lengths, paths=paths, train_seconds=seconds,
+                            model_info=describe_model(model, tokenizer, source))
     if verbose:
         print(f"[{metrics['backend']}] step {metrics['global_step']}: held-out reward accuracy "
               f"{after['rewards/accuracies']:.3f}, margin {after['rewards/margins']:.3f} ({after['margin_source']})"

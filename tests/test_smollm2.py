@@ -36,8 +36,9 @@ def test_packaged_model_equals_a_direct_load_of_the_gguf(empty_hf_cache, smollm2
 
     model, tok = load_model(MODEL_ID, use_unsloth=False, lora=None, verbose=False)
     assert "packaged" in model.dpo_course_source
-    d = describe_model(model, tok, model.dpo_course_source)
-    assert d["model_parameters"] == 134_515_008 and d["tokenizer_vocab"] == 49152
+    d = describe_model(model, tok, MODEL_ID)
+    assert d["model_parameters"] == 134_515_008 and d["tokenizer_vocab"] == 49152 and d["model"] == MODEL_ID
+    assert "packaged" in d["model_source"]
     direct, direct_tok = load_packaged_gguf()
     text = "<|im_start|>user\nWhat is DPO?<|im_end|>\n<|im_start|>assistant\nIt is"
     ids = tok(text, return_tensors="pt").input_ids
