@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_policy", "generate_side_by_side", "implicit_rewards", "win_rate", "judge_from_env",
+__all__ = ["load_policy", "generate_side_by_side", "implicit_rewards", "win_rate", "strict_win_rate", "judge_from_env",
            "export_comparison"]
 
 
@@ -71,6 +71,18 @@ def win_rate(policy_scores, reference_scores) -> float:
         raise ValueError("policy_scores and reference_scores must be non-empty and of equal length")
     wins = sum((p > r) + 0.5 * (p == r) for p, r in zip(policy_scores, reference_scores, strict=True))
     return wins / len(policy_scores)
+
+
+def strict_win_rate(policy_scores, reference_scores, policy_malformed, reference_malformed) -> float:
+    """``win_rate`` in which a malformed answer (``helpers.quality``) loses to a well-formed one whatever its score;
+    two malformed answers tie. A score that only counts markers cannot then reward broken text."""
+    n = len(policy_scores)
+    if not n or not n == len(reference_scores) == len(policy_malformed) == len(reference_malformed):
+        raise ValueError("policy_scores, reference_scores and both malformed lists must be non-empty, equal length")
+    total = 0.0
+    for p, r, pb, rb in zip(policy_scores, reference_scores, policy_malformed, reference_malformed, strict=True):
+        total += 0.5 if pb and rb else 0.0 if pb else 1.0 if rb else (p > r) + 0.5 * (p == r)
+    return total / n
 
 
 def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | None:

@@ -6,9 +6,12 @@ It is arithmetic, not a measurement: every term is listed in ``Estimate.parts`` 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["T4", "Estimate", "lora_parameter_count", "llama_parameter_count", "estimate_lora_dpo"]
+__all__ = ["T4", "Estimate", "lora_parameter_count", "llama_parameter_count", "estimate_lora_dpo", "measured_gpu",
+           "measured_gpu_table"]
 
 T4 = {"name": "Tesla T4 (Colab free tier)", "memory_gib": 15.0, "fp16_tflops": 65.0}  # NVIDIA datasheet, tensor cores
 
@@ -94,7 +97,34 @@ def estimate_lora_dpo(config, n_params: int, n_trainable: int, *, batch_size: in
         "logits: fp16 + an fp32 upcast + an fp32 gradient per element; the reference forward adds no lasting memory",
         f"compute: {flops_per_token // n_params} x params FLOPs per token (policy forward, backward, "
         f"{'recompute, ' if gradient_checkpointing else ''}reference forward) at {utilization:.0%} of 65 TFLOPS",
-        "not measured here (no GPU in CI); data loading, evaluation and checkpoint saving are not counted",
+        "arithmetic, not a T4 measurement; data loading, evaluation and checkpoint saving are not counted",
     ]
     return Estimate(round(memory, 2), {k: round(v, 3) for k, v in parts.items()}, seconds, seconds * steps / 60,
                     memory <= T4["memory_gib"], assumptions)
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def measured_gpu(results_dir: str | Path = RESULTS) -> list[dict]:
+    """The GPU measurements of notebook 03's recipe (``benchmarks/bench_gpu_recipe.py``): one dict per backend,
+    precision and length setting, as recorded (``device``, ``steps_per_s``, ``tokens_per_s``,
+    ``peak_allocated_gib``, ...). Empty when none were recorded."""
+    rows = []
+    for f in sorted(Path(results_dir).glob("gpu_recipe_*.json")):
+        rows += [dict(r, file=f.name) for r in json.loads(f.read_text()) if "error" not in r]
+    return rows
+
+
+def measured_gpu_table(rows: list[dict]) -> str:
+    """A text table of ``measured_gpu`` rows, with the device and the token lengths they were measured at."""
+    if not rows:
+        return "no GPU measurements recorded (run benchmarks/bench_gpu_recipe.py on a GPU)"
+    lines = [f"{'device':<22} {'prompt/chosen/rejected':>22}  {'backend':<13}{'dtype':<6}{'steps/s':>8}{'tokens/s':>10}"
+             f"{'peak GiB':>10}"]
+    for r in rows:
+        t = r["mean_tokens"]
+        lengths = f"{t['prompt']:.0f}/{t['chosen']:.0f}/{t['rejected']:.0f}"
+        lines.append(f"{r['device'][:22]:<22} {lengths:>22}  {r['backend']:<13}{r['dtype']:<6}{r['steps_per_s']:>8.2f}"
+                     f"{r['tokens_per_s']:>10,}{r['peak_allocated_gib']:>10.2f}")
+    return "\n".join(lines)

@@ -98,6 +98,9 @@ def digest(summary: dict) -> dict:
         out["generation"]["chosen_style_rate_after"] = m5["chosen_style_rate_after"]
     out["beta_sweep"] = [{k: r.get(k) for k in ("beta", "heldout_accuracy", "kl", "reward")}
                          for r in m4.get("beta_sweep", [])]
+    # which model and tokenizer each notebook ran (helpers.models.describe_model)
+    out["models"] = {name: {k: m.get(k) for k in ("model", "model_source", "model_parameters", "tokenizer_vocab")}
+                     for name, m in summary.items() if isinstance(m, dict) and "model_parameters" in m}
     return out
 
 
@@ -137,9 +140,11 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> t
 
 def _print_table(run_dir: Path, summary: dict) -> None:
     print(f"\nrun dir: {run_dir}  (runs/latest -> {run_dir.name}), mode: {summary['mode']}")
-    print(f"{'notebook':<40} {'ok':>4} {'seconds':>8}")
+    print(f"{'notebook':<40} {'ok':>4} {'seconds':>8}  model (parameters, tokenizer vocabulary)")
     for name, r in summary["notebooks"].items():
-        print(f"{name:<40} {'yes' if r['ok'] else 'NO':>4} {r['seconds']:>8.1f}")
+        m = summary.get("models", {}).get(name)
+        model = f"  {m['model']} ({m['model_parameters']:,}, {m['tokenizer_vocab']:,})" if m else ""
+        print(f"{name:<40} {'yes' if r['ok'] else 'NO':>4} {r['seconds']:>8.1f}{model}")
     print(f"{'total':<40} {'':>4} {summary['seconds_total']:>8.1f}")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     dpo, gen = summary.get("dpo", {}), summary.get("generation", {})

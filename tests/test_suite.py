@@ -65,6 +65,8 @@ def test_missing_notebook_is_a_usage_error(tmp_path):
 
 def test_digest_holds_the_summary_keys_make_run_promises():
     summary = {"mode": "offline",
+               "01_dpo_math_and_loss": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "model_source": "packaged",
+                                        "model_parameters": 134_515_008, "tokenizer_vocab": 49152},
                "03_unsloth_lora_dpo": {"mode": "offline", "heldout_reward_accuracy": 1.0, "heldout_margin": 0.4},
                "04_beta_sensitivity": {"beta_sweep": [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7,
                                                        "reward": 0.4, "margin": 0.6}]},
@@ -75,4 +77,7 @@ def test_digest_holds_the_summary_keys_make_run_promises():
     assert d["dpo"] == {"heldout_reward_accuracy": 1.0, "heldout_margin": 0.4}
     assert d["generation"]["win_rate"] == 0.7 and d["generation"]["chosen_style_rate_after"] == 0.9
     assert d["beta_sweep"] == [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7, "reward": 0.4}]
+    assert d["models"] == {"01_dpo_math_and_loss": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                    "model_source": "packaged", "model_parameters": 134_515_008,
+                                                    "tokenizer_vocab": 49152}}
     assert suite.digest({"mode": "online"})["dpo"]["heldout_reward_accuracy"] is None  # absent, not invented
