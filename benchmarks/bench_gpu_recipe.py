@@ -96,7 +96,19 @@ def run_one(a: argparse.Namespace) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     stamps.append(time.perf_counter())
-    trainer.train()
+    if a.profile:  # where a step's time goes: CPU-side ops vs GPU kernels (profiler overhead inflates CPU times)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            trainer.train()
+        ka = prof.key_averages()
+        print(ka.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+        print(ka.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=60))
+        gpu_us = sum(e.self_device_time_total for e in ka)
+        print(f"PROFILE GPU kernel time {gpu_us / 1e6:.2f} s over {stamps[-1] - stamps[0]:.2f} s of training "
+              f"({len(stamps) - 1} steps)")
+    else:
+        trainer.train()
     secs = stamps[-1] - stamps[a.warmup]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
@@ -150,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chosen-tokens", type=int, default=41)
     p.add_argument("--rejected-tokens", type=int, default=51)
     p.add_argument("--out-dir", default="runs/bench_gpu")
+    p.add_argument("--profile", action="store_true", help="one configuration under torch.profiler (tables printed)")
     p.add_argument("--work-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--weights", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
