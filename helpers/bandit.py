@@ -83,18 +83,24 @@ def _population_loss(logp: torch.Tensor, b: Bandit, beta: float) -> torch.Tensor
     return -(p * F.logsigmoid(margin))[:, off].mean()
 
 
-def fit_dpo_tabular(b: Bandit, beta: float, prefs=None, *, steps: int = 2000, lr: float = 0.1) -> torch.Tensor:
+def fit_dpo_tabular(b: Bandit, beta: float, prefs=None, *, steps: int = 2000, lr: float = 0.1,
+                    optimizer: str = "adam", trace: list | None = None) -> torch.Tensor:
     """Fit a tabular policy (free logits per prompt and response, started at pi_ref) by minimising the DPO loss.
 
     ``prefs=None`` minimises the population loss (exact Bradley-Terry labels); otherwise ``prefs`` is
-    ``(x, winner, loser)`` from ``sample_preferences``. Returns log pi ``(X, Y)``.
+    ``(x, winner, loser)`` from ``sample_preferences``. ``optimizer``: "adam" or "sgd". With ``trace`` (a list),
+    the mean over prompts of KL(pi || pi_ref) is appended before every step. Returns log pi ``(X, Y)``.
     """
     from helpers.losses import dpo_loss
 
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     logits = b.ref_logp.clone().requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=lr)
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([logits], lr=lr)
     for _ in range(steps):
         logp = torch.log_softmax(logits, -1)
+        if trace is not None:
+            trace.append(kl(logp.detach(), b.ref_logp).mean().item())
         if prefs is None:
             loss = _population_loss(logp, b, beta)
         else:

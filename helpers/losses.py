@@ -26,7 +26,8 @@ __all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_mar
 LOSS_INFO: dict[str, tuple[str, str]] = {
     "sigmoid": (
         "Rafailov et al. 2023, DPO (arXiv:2305.18290); cDPO label smoothing: Mitchell 2023 note",
-        "Bradley-Terry log-likelihood of the preference; label_smoothing=eps assumes a share eps of flipped labels.",
+        "Bradley-Terry log-likelihood of the preference. Here label_smoothing=eps gives cDPO (a share eps of flipped "
+        "labels); TRL 1.14.2's sigmoid ignores label_smoothing, so cDPO is not available through TRL.",
     ),
     "ipo": (
         "Azar et al. 2023, IPO (arXiv:2310.12036)",

@@ -120,7 +120,7 @@ def train_dpo_from_scratch(
 
 
 def trl_loss_on_batch(model, tokenizer, rows: list[dict], *, ref_model=None, beta: float = 0.1,
-                      output_dir: str | Path, max_length: int | None = None) -> float:
+                      output_dir: str | Path, max_length: int | None = None, label_smoothing: float = 0.0) -> float:
     """TRL ``DPOTrainer.compute_loss`` on ``rows`` as one batch (TRL's own tokenization and collator), no grad.
 
     Mind TRL 1.14's reference for a LoRA model: given a ``PeftModel`` and no ``ref_model``, ``DPOTrainer`` copies
@@ -137,6 +137,7 @@ def trl_loss_on_batch(model, tokenizer, rows: list[dict], *, ref_model=None, bet
 
     rt = detect(check_hub=False)
     kw: dict[str, Any] = dict(output_dir=str(output_dir), beta=beta, per_device_train_batch_size=len(rows),
+                              label_smoothing=label_smoothing,
                               report_to="none", save_strategy="no", **precision_flags(rt))
     if rt.device == "cpu":
         kw["use_cpu"] = True

@@ -91,12 +91,14 @@ def digest(summary: dict) -> dict:
     out: dict = {"mode": m3.get("mode") or m5.get("mode") or summary.get("mode")}
     out["dpo"] = {"heldout_reward_accuracy": m3.get("heldout_reward_accuracy"),
                   "heldout_margin": m3.get("heldout_margin")}
-    out["generation"] = {"win_rate": m5.get("win_rate"), "score": m5.get("score"),
+    out["generation"] = {"win_rate": m5.get("win_rate"), "strict_win_rate": m5.get("strict_win_rate"),
+                         "malformed_rate_before": m5.get("malformed_rate_before"),
+                         "malformed_rate_after": m5.get("malformed_rate_after"), "score": m5.get("score"),
                          "tokens_before": m5.get("tokens_reference"), "tokens_after": m5.get("tokens_policy")}
     if "chosen_style_rate_before" in m5:  # offline only: the toy world's ground truth
         out["generation"]["chosen_style_rate_before"] = m5["chosen_style_rate_before"]
         out["generation"]["chosen_style_rate_after"] = m5["chosen_style_rate_after"]
-    out["beta_sweep"] = [{k: r.get(k) for k in ("beta", "heldout_accuracy", "kl", "reward")}
+    out["beta_sweep"] = [{k: r.get(k) for k in ("beta", "heldout_accuracy", "kl", "reward", "malformed_rate")}
                          for r in m4.get("beta_sweep", [])]
     # which model and tokenizer each notebook ran (helpers.models.describe_model)
     out["models"] = {name: {k: m.get(k) for k in ("model", "model_source", "model_parameters", "tokenizer_vocab")}
@@ -154,11 +156,14 @@ def _print_table(run_dir: Path, summary: dict) -> None:
     if gen.get("win_rate") is not None:
         style = (f", chosen-style rate {fmt(gen['chosen_style_rate_before'])} -> "
                  f"{fmt(gen['chosen_style_rate_after'])}" if "chosen_style_rate_before" in gen else "")
-        print(f"generation: win rate {fmt(gen['win_rate'])} ({gen.get('score')}){style}")
+        print(f"generation: win rate {fmt(gen['win_rate'])} ({gen.get('score')}), strict (malformed = loss) "
+              f"{fmt(gen.get('strict_win_rate'))}; malformed answers {fmt(gen.get('malformed_rate_before'))} -> "
+              f"{fmt(gen.get('malformed_rate_after'))}{style}")
     if summary.get("beta_sweep"):
-        print(f"{'beta':>8} {'accuracy':>9} {'KL':>7} {'reward':>7}")
+        print(f"{'beta':>8} {'accuracy':>9} {'KL':>7} {'reward':>7} {'malformed':>10}")
         for r in summary["beta_sweep"]:
-            print(f"{r['beta']:>8g} {fmt(r['heldout_accuracy']):>9} {fmt(r['kl']):>7} {fmt(r['reward']):>7}")
+            print(f"{r['beta']:>8g} {fmt(r['heldout_accuracy']):>9} {fmt(r['kl']):>7} {fmt(r['reward']):>7} "
+                  f"{fmt(r.get('malformed_rate')):>10}")
     if "note" in summary:
         print(summary["note"])
 

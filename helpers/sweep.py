@@ -22,13 +22,14 @@ def sweep_key(recipe, model_source: str, measure: dict) -> str:
     """sha256 (16 hex) of the recipe (without output paths), the model directory name and the measurement settings."""
     d = {k: v for k, v in recipe.to_dict().items() if k not in ("output_dir", "resume", "merge", "eval_steps",
                                                                   "save_steps", "logging_steps")}
-    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 1}, sort_keys=True)
+    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 3}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: int, max_new_tokens: int, seed: int,
                    reward_fn=None) -> dict[str, Any]:
-    """KL estimate (mean, standard error, sample count) and, with ``reward_fn``, the mean reward of the samples."""
+    """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality``) and,
+    with ``reward_fn``, the mean reward of the samples."""
     import numpy as np
 
     from helpers.evaluation import sample_and_score
@@ -36,16 +37,37 @@ def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: in
     s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
                          temperature=1.0, top_p=1.0, seed=seed, reference=reference)
     d = s["policy_logps"] - s["ref_logps"]
+    from helpers.quality import malformed_report
+
+    bad = malformed_report(s["texts"])
     out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
-           "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "samples": s["texts"][:4]}
+           "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],
+           "malformed_reasons": bad["reasons"], "samples": s["texts"][:4]}
     if reward_fn is not None:
         out["reward"] = float(np.mean([reward_fn(t) for t in s["texts"]]))
     return out
 
 
+_PATH_KEYS = ("kl", "kl_sem", "reward", "malformed_rate", "mean_tokens")
+
+
+def _measure_at(steps: list[int], into: list, kw: dict):
+    """A TrainerCallback that runs ``measure_policy(**kw)`` after each step in ``steps`` (the model is restored to
+    train mode by the sampler), appending ``{"step", "kl", "kl_sem", "reward", "malformed_rate", ...}`` to ``into``."""
+    from transformers import TrainerCallback
+
+    class MeasureAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **_):
+            if state.global_step in steps and state.global_step < state.max_steps:
+                m = measure_policy(**kw)
+                into.append({"step": state.global_step, **{k: m[k] for k in _PATH_KEYS if k in m}})
+
+    return MeasureAt()
+
+
 def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache_dir: str | Path,
               kl_prompts: int = 64, kl_samples: int = 2, max_new_tokens: int = 32, reward_fn=None,
-              progress: bool = True) -> dict[str, Any]:
+              checkpoints: tuple[int, ...] = (), progress: bool = True) -> dict[str, Any]:
     """Train ``base.replace(**point)`` for every point of ``grid`` and measure each; cached.
 
     Args:
@@ -53,6 +75,8 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
         grid: e.g. ``[{"beta": 0.01}, {"beta": 0.1}]`` or ``[{"loss_type": "ipo"}]``.
         splits: ``{"train", "test"}`` datasets (already length-checked).
         kl_prompts, kl_samples: held-out prompts and samples per prompt of the KL estimate.
+        checkpoints: steps before the last at which each run is also measured (KL, reward, malformed rate), for
+            reward-vs-KL curves along training (the DPO paper's Fig. 2 plots every checkpoint); in ``row["path"]``.
 
     Returns ``{"reference": {...}, "rows": [{"beta", "loss_type", "heldout_accuracy", "margin", "kl", ...}]}``;
     ``reference`` is the reference policy measured the same way (KL 0 by definition of the estimator).
@@ -69,7 +93,10 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     source = resolve_model(base)
     prompts = chat_prompts(splits["test"])[:kl_prompts]
     measure = {"kl_prompts": len(prompts), "kl_samples": kl_samples, "max_new_tokens": max_new_tokens,
-               "reward": getattr(reward_fn, "__name__", None), "n_test": len(splits["test"])}
+               "reward": getattr(reward_fn, "__name__", None), "n_test": len(splits["test"]),
+               "checkpoints": sorted(set(checkpoints))}
+    if any(not isinstance(c, int) or c < 1 for c in checkpoints):
+        raise ValueError(f"checkpoints must be steps >= 1, got {checkpoints!r}")
     ref_file = cache / f"reference-{sweep_key(base.replace(beta=1.0), source, measure)}.json"
     state: dict[str, Any] = {}
 
@@ -97,8 +124,18 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
             continue
         ref = ref_logps()
         model, tok = load_lora_model(recipe, source)
-        trainer = make_trainer(model, tok, splits, recipe.replace(output_dir=str(cache / "tmp")),
-                               eval_strategy="no", save_strategy="no", logging_strategy="no")
+        path: list[dict[str, Any]] = []
+        train = splits["train"]  # TRL tokenizes what it is given: give it only the pairs the run can consume
+        if recipe.max_steps > 0:
+            n = min(recipe.max_steps * recipe.batch_size * recipe.grad_accum, len(train))
+            train = train.shuffle(seed=recipe.seed).select(range(n))
+        trainer = make_trainer(model, tok, {"train": train, "test": None},
+                               recipe.replace(output_dir=str(cache / "tmp")),
+                               eval_strategy="no", save_strategy="no", logging_strategy="no",
+                               callbacks=[_measure_at(measure["checkpoints"], path, dict(
+                                   model=model, tokenizer=tok, prompts=prompts, reference=False,
+                                   kl_samples=kl_samples, max_new_tokens=max_new_tokens, seed=recipe.seed,
+                                   reward_fn=reward_fn))])
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
@@ -109,7 +146,8 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
         row = {"beta": recipe.beta, "loss_type": recipe.loss_type, "heldout_accuracy": after["rewards/accuracies"],
                "margin": after["rewards/margins"], "delta_logps_chosen": after["delta_logps/chosen"],
                "delta_logps_rejected": after["delta_logps/rejected"], **m, "train_seconds": round(seconds, 2),
-               "steps": trainer.state.global_step}
+               "steps": trainer.state.global_step,
+               "path": path + [{"step": trainer.state.global_step, **{k: m[k] for k in _PATH_KEYS if k in m}}]}
         f.write_text(json.dumps(row, indent=2) + "\n")
         rows.append({**row, "cached": False})
     bar.close()

@@ -53,3 +53,24 @@ def test_bad_arguments():
         make_bandit(2, 1)
     with pytest.raises(ValueError, match="beta"):
         optimal_logp(make_bandit(), 0.0)
+
+
+def test_adam_cancels_beta_early_while_sgd_scales_with_it():
+    """Notebook 04 §5: with Adam the small betas take the same first steps; with SGD the step scales with beta."""
+    import pytest
+
+    from helpers.bandit import fit_dpo_tabular, make_bandit, sample_preferences
+
+    b = make_bandit(3, 5, seed=0)
+    prefs = sample_preferences(b, 500, seed=0)
+    kl_at = {}
+    for opt, lr in (("adam", 0.05), ("sgd", 5.0)):
+        for beta in (0.01, 0.1):
+            tr: list[float] = []
+            fit_dpo_tabular(b, beta, prefs, steps=11, lr=lr, optimizer=opt, trace=tr)
+            assert len(tr) == 11 and tr[0] == pytest.approx(0.0, abs=1e-12)
+            kl_at[opt, beta] = tr[10]
+    assert kl_at["adam", 0.1] / kl_at["adam", 0.01] < 1.2  # same steps: beta cancelled
+    assert kl_at["sgd", 0.1] / kl_at["sgd", 0.01] > 10  # step ~ beta, KL ~ step^2
+    with pytest.raises(ValueError, match="optimizer"):
+        fit_dpo_tabular(b, 0.1, prefs, steps=1, optimizer="lion")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from helpers.data import TOY, resolve_hh
@@ -35,13 +36,19 @@ def test_sweep_measures_each_setting_and_caches_it(tmp_path, toy_sft_dir):
     splits = resolve_hh(TOY, limit=40, test_limit=12).data
     grid = [{"beta": 0.5}, {"loss_type": "ipo"}]
     kw = dict(cache_dir=tmp_path / "cache", kl_prompts=4, kl_samples=2, max_new_tokens=8, reward_fn=toy_reward,
-              progress=False)
+              checkpoints=(2,), progress=False)
     first = run_sweep(base, grid, splits, **kw)
     assert [r["cached"] for r in first["rows"]] == [False, False]
     assert [(r["beta"], r["loss_type"]) for r in first["rows"]] == [(0.5, "sigmoid"), (0.1, "ipo")]
     for r in first["rows"]:
         assert r["steps"] == 3 and r["kl_n"] == 8 and 0 <= r["heldout_accuracy"] <= 1 and "reward" in r
-    assert first["reference"]["kl"] == 0.0 and "reward" in first["reference"]
+        assert 0 <= r["malformed_rate"] <= 1 and isinstance(r["malformed_reasons"], dict)
+        # measured along training: the checkpoint at step 2, then the end (the row's own numbers)
+        assert [p["step"] for p in r["path"]] == [2, 3] and r["path"][-1]["kl"] == r["kl"]
+        assert all({"kl", "kl_sem", "reward", "malformed_rate"} <= set(p) for p in r["path"])
+    assert first["reference"]["kl"] == 0.0 and "reward" in first["reference"] and "malformed_rate" in first["reference"]
+    with pytest.raises(ValueError, match="checkpoints"):
+        run_sweep(base, grid, splits, **{**kw, "checkpoints": (0,)})
     again = run_sweep(base, grid, splits, **kw)
     assert [r["cached"] for r in again["rows"]] == [True, True]
     assert [r["kl"] for r in again["rows"]] == [r["kl"] for r in first["rows"]]

@@ -129,3 +129,16 @@ def test_loss_equals_trl_for_each_shared_loss_type(full_trainer, loss_type, ls):
     assert abs(trl_loss - ours) < TOL * max(1.0, abs(ours)), (trl_loss, ours)
     # the comparison is not vacuous: policy and reference differ on this batch
     assert (pc - rc).abs().max().item() > 0.1
+
+
+def test_trl_sigmoid_ignores_label_smoothing_while_helpers_applies_cdpo(full_trainer):
+    """What notebook 01 says: in TRL 1.14.2 `loss_type="sigmoid"` reads no label_smoothing (robust does)."""
+    trainer, batch, (pc, pr, rc, rr, lc, lr) = full_trainer
+    losses = {}
+    for ls in (0.0, 0.1):
+        trainer.loss_types, trainer.loss_weights, trainer.label_smoothing = ["sigmoid"], [1.0], ls
+        with torch.no_grad():
+            losses[ls] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses[0.0] == losses[0.1]
+    cdpo = dpo_loss(pc, pr, rc, rr, beta=0.3, label_smoothing=0.1).losses.mean().item()
+    assert abs(cdpo - losses[0.0]) > 1e-3  # helpers' cDPO differs, so the equality above is not vacuous
