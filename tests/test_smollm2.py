@@ -89,3 +89,16 @@ def test_conversion_is_cached(smollm2_dir):
     stamp = (smollm2_dir / "conversion.json").stat().st_mtime_ns
     assert packaged_model_dir(smollm2_dir.parent, verbose=False) == smollm2_dir
     assert (smollm2_dir / "conversion.json").stat().st_mtime_ns == stamp
+
+
+def test_without_the_wheel_or_a_conversion_the_model_id_offline_is_a_clear_error(empty_hf_cache, tmp_path,
+                                                                                    monkeypatch, smollm2_dir):
+    import helpers.smollm2 as sm
+
+    assert sm.packaged_available()  # installed here (and converted)
+    monkeypatch.setattr(sm, "packaged_gguf", lambda: None)
+    assert sm.packaged_available()  # the current conversion alone is enough
+    monkeypatch.setenv("DPO_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert not sm.packaged_available()
+    with pytest.raises(HubUnavailableError, match="requirements-model.txt"):
+        resolve_source(MODEL_ID)
