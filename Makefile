@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.txt requirements-model.txt pyproject.toml
 
-.PHONY: venv run test bench lint lab clean
+.PHONY: venv run test bench lint lab clean publish
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check helpers tests benchmarks
+
+## Stamp the course's git URL into every notebook's first cell and write Open-in-Colab badges (README "Colab").
+PY ?= $(BIN)/python
+publish:
+	@test -n "$(URL)" || { echo "usage: make publish URL=<git URL of the course> [REF=<tag or commit>]"; exit 2; }
+	@test "$(PY)" != "$(BIN)/python" || $(MAKE) -s venv
+	$(PY) -m helpers.publish --url "$(URL)" --ref "$(REF)"
 
 ## Jupyter is not part of the pinned test stack; this installs JupyterLab into .venv on first use.
 lab: $(STAMP)

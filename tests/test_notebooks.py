@@ -34,7 +34,7 @@ def test_notebook_conventions(path):
     assert all(not c.outputs and c.execution_count is None for c in code), "outputs must be stripped"
     tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0] <= 2, "one cell tagged 'parameters' near the top"
-    assert "google.colab" in code[0].source and "colab_install.sh" in code[0].source, "first code cell: Colab setup"
+    assert "google.colab" in code[0].source and "requirements-colab.txt" in code[0].source, "first cell: Colab set-up"
     assert "banner(" in code[tagged[0] + 1].source, "the runtime banner comes right after the parameters"
     src = "\n".join(c.source for c in code)
     assert "/work/" not in src and "/home/" not in src, "relative paths only"
