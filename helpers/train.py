@@ -29,7 +29,8 @@ from helpers.toy_model import TOY_DPO
 
 __all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_lora_model", "load_data", "check_lengths",
            "dpo_config", "make_trainer", "prepare_output_dir", "last_checkpoint", "train_with_resume",
-           "reference_report", "after_report", "save_adapter", "write_metrics", "run_recipe", "main"]
+           "reference_report", "after_report", "save_adapter", "write_metrics", "run_recipe", "expected_time",
+           "trained_adapter", "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 
@@ -420,6 +421,88 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     return {**metrics, "model": model, "tokenizer": tokenizer, "trainer": trainer}
 
 
+def _toy_style(recipe: DPORecipe) -> dict[str, Any]:
+    """``run_recipe``'s sampling check for the toy world (its ground truth says what a chosen-style answer is)."""
+    if recipe.model != TOY or recipe.data != TOY:
+        return {}
+    from helpers.toy import is_chosen_style
+    from helpers.toy_model import TOY_DECODING
+
+    return dict(style_fn=is_chosen_style, decoding=TOY_DECODING)
+
+
+def expected_time(recipe: DPORecipe) -> str:
+    """How long ``recipe`` should take on this machine, with where the figure comes from (printed before training).
+
+    A GPU measured by ``benchmarks/bench_gpu_recipe.py``: its steps/s at the recipe's precision; another GPU:
+    the T4 arithmetic of ``helpers.estimate`` (SmolLM2-135M only); a CPU: a warning."""
+    from helpers.estimate import estimate_lora_dpo, llama_parameter_count, lora_parameter_count, measured_gpu
+    from helpers.runtime import detect, precision_flags
+    from helpers.tinymodel import SMOLLM2_135M
+
+    rt = detect(check_hub=False)
+    steps = recipe.max_steps if recipe.max_steps > 0 else None
+    if steps is None:
+        return "an epoch-based run (max_steps=-1): its length depends on the data"
+    if rt.device != "cuda":
+        return (f"{steps} steps on a CPU: expect hours (a DPO step of 4 short pairs takes 4-8 s on 2 cores, this "
+                f"recipe's steps hold {recipe.batch_size * recipe.grad_accum}); use a GPU runtime")
+    dtype = "bf16" if precision_flags(rt)["bf16"] else "fp16"
+    rows = [r for r in measured_gpu() if r["device"] == rt.gpu_name and r["dtype"] == dtype]
+    if rows and recipe.model == MODEL_ID:
+        r = max(rows, key=lambda r: r["mean_tokens"]["prompt"])  # the longer measured batches: the slower rate
+        return (f"~{steps / r['steps_per_s'] / 60:.1f} min for {steps} steps ({r['steps_per_s']:.2f} steps/s measured "
+                f"on this GPU, {r['backend']}, {dtype}; benchmarks/results/{r['file']})")
+    if recipe.model == MODEL_ID:
+        n = llama_parameter_count(SMOLLM2_135M)
+        t = lora_parameter_count(SMOLLM2_135M, recipe.lora_r, recipe.lora_targets)
+        est = estimate_lora_dpo(SMOLLM2_135M, n, t, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
+                                seq_len=recipe.max_length, steps=steps)
+        return f"~{est.total_minutes:.0f} min for {steps} steps ({rt.gpu_name}: T4 arithmetic, not a measurement)"
+    return f"{steps} steps of {recipe.model} on {rt.gpu_name}: no measurement or estimate for this model"
+
+
+def trained_adapter(train_dir: str | Path, recipe: DPORecipe | None = None) -> tuple[Path, dict[str, Any]]:
+    """Notebook 03's trained adapter and its ``metrics.json``, for notebook 05: ``(adapter folder, metrics)``.
+
+    ``train_dir`` is notebook 03's ``OUTPUT_DIR`` (``adapter/`` + ``metrics.json``, on this disk or on Google
+    Drive), a folder holding a pushed adapter (``adapter_config.json`` + ``metrics.json``), or the hub id
+    ``owner/name`` of a repository that notebook 03's export section pushed. When a local ``train_dir`` holds no
+    adapter and ``recipe`` is given, the adapter is trained now with ``recipe`` (notebook 03's recipe, output in
+    ``train_dir``), printing the expected time first and the measured time after; without ``recipe``:
+    ``FileNotFoundError``.
+    """
+    from helpers.export import REPO_ID
+
+    p = Path(train_dir)
+    for adapter in (p / "adapter", p):
+        if (adapter / "adapter_config.json").exists() and (p / "metrics.json").exists():
+            return adapter, json.loads((p / "metrics.json").read_text())
+    name = str(train_dir)
+    if not p.exists() and name.count("/") == 1 and REPO_ID.match(name) and not name.startswith("."):
+        from huggingface_hub import snapshot_download
+
+        from helpers.runtime import require_hub
+
+        require_hub(f"TRAIN_DIR={name!r} (a hub repository)")
+        local = Path(snapshot_download(name))
+        if not (local / "adapter_config.json").exists() or not (local / "metrics.json").exists():
+            raise FileNotFoundError(f"hub repository {name} holds no adapter_config.json + metrics.json (push the "
+                                    f"adapter with notebook 03's export section)")
+        print(f"adapter: hub repository {name} -> {local}")
+        return local, json.loads((local / "metrics.json").read_text())
+    if recipe is None:
+        raise FileNotFoundError(f"no trained adapter in {p} (adapter/ and metrics.json): run notebook 03, or give "
+                                f"TRAIN_DIR as the hub id of a pushed adapter")
+    recipe = recipe.replace(output_dir=str(p))
+    print(f"NOTE: no trained adapter in {p}: training it now with notebook 03's recipe "
+          f"({recipe.model}, {recipe.max_steps} steps). Expected: {expected_time(recipe)}.")
+    t0 = time.perf_counter()
+    run_recipe(recipe, **_toy_style(recipe))
+    print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min (loading and evaluation included)")
+    return p / "adapter", json.loads((p / "metrics.json").read_text())
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="LoRA DPO with TRL (notebook 03's recipe), measured on held-out pairs.")
     defaults = DPORecipe()
@@ -451,14 +534,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if recipe.backend == "unsloth" or (recipe.backend == "auto" and unsloth_importable()):
         import unsloth  # noqa: F401  (before transformers/trl)
-    style = {}
-    if recipe.model == TOY and recipe.data == TOY:
-        from helpers.toy import is_chosen_style
-        from helpers.toy_model import TOY_DECODING
-
-        style = dict(style_fn=is_chosen_style, decoding=TOY_DECODING)
     try:
-        run_recipe(recipe, stop_after=stop_after, **style)
+        run_recipe(recipe, stop_after=stop_after, **_toy_style(recipe))
     except KeyboardInterrupt:
         return 130
     return 0

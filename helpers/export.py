@@ -1,0 +1,85 @@
+"""Taking the trained model out: a merged 16-bit model (adapter folded in) and a push to the Hugging Face hub.
+
+Notebook 03's last section calls these (off by default). Both start from what notebook 03 saved (``adapter/`` and
+``metrics.json`` in its output folder), so they also work after a restart or on another runtime.
+
+The hub repository that ``push_to_hub`` writes is a plain PEFT adapter repository (``adapter_config.json`` at its
+top, loadable with ``PeftModel.from_pretrained(base, "<you>/<repo>")``) or a plain transformers model (merged), plus
+``metrics.json``: notebook 05 accepts such a repository id as its ``TRAIN_DIR``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["save_merged", "push_to_hub", "REPO_ID"]
+
+REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]{1,96}$")  # "name" (under the token's user) or "owner/name"
+_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | Path, *,
+                dtype: str = "float16") -> Path:
+    """Fold the LoRA adapter in ``adapter_dir`` into ``base_model`` and save a plain transformers model + tokenizer.
+
+    The merge is computed in fp32 (W + B·A·alpha/r), then cast to ``dtype`` ("float16", as Unsloth's
+    ``save_pretrained_merged(..., save_method="merged_16bit")``; "bfloat16"; or "float32"). The result loads with
+    ``AutoModelForCausalLM.from_pretrained(out_dir)`` and needs neither peft nor the base model. Written to a
+    temporary folder and renamed when complete. Returns ``out_dir``.
+    """
+    import torch
+
+    from helpers.compare import load_policy
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    out = Path(out_dir)
+    model, tok = load_policy(adapter_dir, base_model)  # fp32 base + adapter; ValueError if no adapter
+    merged = model.merge_and_unload()
+    merged = merged.to(getattr(torch, dtype))
+    merged.config.torch_dtype = getattr(torch, dtype)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None, private: bool = True,
+                extra_files: dict[str, str | Path] | None = None, commit_message: str = "DPO course: notebook 03"
+                ) -> str:
+    """Upload ``folder`` (an adapter or a merged model) to the hub model repository ``repo_id`` and return its URL.
+
+    ``token``: a write token (``helpers.colab.hub_token``). ``extra_files``: name in the repository -> local file
+    (e.g. ``{"metrics.json": ...}``). The repository is created (private by default) if it does not exist.
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id):
+        raise ValueError(f"repo_id must be 'name' or 'owner/name' (letters, digits, '-', '_', '.'), got {repo_id!r}")
+    if not token:
+        from helpers.colab import hub_token
+
+        raise ValueError(f"token is required to push: {hub_token()[1]}")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise ValueError(f"folder {folder} does not exist or is empty: run the save cell first")
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+    full_id = getattr(url, "repo_id", None) or repo_id
+    api.upload_folder(folder_path=str(folder), repo_id=full_id, repo_type="model", commit_message=commit_message)
+    for name, path in (extra_files or {}).items():
+        api.upload_file(path_or_fileobj=str(path), path_in_repo=name, repo_id=full_id, repo_type="model",
+                        commit_message=commit_message)
+    return str(url)
+
