@@ -15,3 +15,32 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 _SHARED_HH = Path(__file__).resolve().parents[1] / "shared/data/hh-rlhf/harmless-base-test-0000-1199.jsonl"
 if _SHARED_HH.exists():
     os.environ.setdefault("DPO_HH_SOURCE", str(_SHARED_HH))
+
+
+def _fail_on_unclean_output() -> None:
+    """nbmake: a notebook whose executed outputs hold library noise or stacked progress bars fails its test
+    (helpers.suite.output_problems, the same check `make run` applies)."""
+    try:
+        from nbmake.nb_result import NotebookError
+        from nbmake.nb_run import NotebookRun
+    except ImportError:  # nbmake not installed: nothing to hook
+        return
+    if getattr(NotebookRun.execute, "_dpo_course_checked", False):
+        return
+    execute = NotebookRun.execute
+
+    def checked(self, *args, **kwargs):
+        from helpers.suite import output_problems
+
+        result = execute(self, *args, **kwargs)
+        problems = output_problems(result.nb) if result.error is None else []
+        if problems:
+            result.error = NotebookError(summary="unclean cell output: " + "; ".join(problems),
+                                         trace="\n".join(problems), failing_cell_index=0)
+        return result
+
+    checked._dpo_course_checked = True
+    NotebookRun.execute = checked
+
+
+_fail_on_unclean_output()

@@ -172,6 +172,14 @@ def load_model(
     backend = "unsloth" if _resolve_unsloth(use_unsloth) else "transformers"
     if backend == "unsloth":
         import unsloth  # noqa: F401  (before anything imports transformers/trl: it patches them on import)
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():  # the "Loading weights" bar of a second-long load
+        return _load(name_or_path, backend, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, lora=lora,
+                     dtype=dtype, seed=seed, verbose=verbose)
+
+
+def _load(name_or_path, backend: str, *, load_in_4bit, max_seq_length, lora, dtype, seed, verbose):
     import torch
 
     from helpers.runtime import detect

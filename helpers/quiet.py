@@ -9,8 +9,9 @@ machine (a CPU, or a GPU they were not built for) and a torch deprecation inside
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
-__all__ = ["NOISE", "install"]
+__all__ = ["NOISE", "install", "progress_bars_off"]
 
 # logger name -> message fragments to drop (seen on the pinned stack, CPU and GPU)
 NOISE: dict[str, tuple[str, ...]] = {
@@ -36,3 +37,23 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropFragments) for f in logger.filters):
             logger.addFilter(_DropFragments(fragments))
+
+
+@contextmanager
+def progress_bars_off():
+    """Silence the progress bars of transformers (weight loading) and datasets (tokenizing, filtering, saving) for
+    a block, restoring their previous state after it. Used around steps that take a second or two, so that a cell
+    shows one bar: that of its long loop (training, a sweep). Downloads (huggingface_hub) keep their bars."""
+    import datasets
+    import transformers.utils.logging as tf_logging
+
+    ds_was_on, tf_was_on = not datasets.are_progress_bars_disabled(), tf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_was_on:
+            datasets.enable_progress_bars()
+        if tf_was_on:
+            tf_logging.enable_progress_bar()

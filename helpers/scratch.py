@@ -143,8 +143,11 @@ def trl_loss_on_batch(model, tokenizer, rows: list[dict], *, ref_model=None, bet
         kw["use_cpu"] = True
     if max_length is not None:
         kw["max_length"] = max_length
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=DPOConfig(**kw),
-                         train_dataset=Dataset.from_list(list(rows)), processing_class=tokenizer)
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():  # TRL's tokenizing bars for a handful of rows
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=DPOConfig(**kw),
+                             train_dataset=Dataset.from_list(list(rows)), processing_class=tokenizer)
     ds = trainer.train_dataset
     batch = trainer.data_collator([ds[i] for i in range(len(ds))])
     batch = {k: v.to(trainer.args.device) if hasattr(v, "to") else v for k, v in batch.items()}

@@ -79,7 +79,18 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
 
     Returns ``{"reference": {...}, "rows": [{"beta", "loss_type", "heldout_accuracy", "margin", "kl", ...}]}``;
     ``reference`` is the reference policy measured the same way (KL 0 by definition of the estimator).
+    One progress bar for the sweep; the per-run bars of transformers and datasets are off.
     """
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():
+        return _run_sweep(base, grid, splits, cache_dir=cache_dir, kl_prompts=kl_prompts, kl_samples=kl_samples,
+                          max_new_tokens=max_new_tokens, reward_fn=reward_fn, checkpoints=checkpoints,
+                          progress=progress)
+
+
+def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new_tokens, reward_fn, checkpoints,
+               progress) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from helpers.evaluation import chat_prompts
