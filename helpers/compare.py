@@ -12,13 +12,15 @@ import csv
 import html
 import json
 import os
+import re
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["load_policy", "generate_side_by_side", "implicit_rewards", "win_rate", "strict_win_rate", "judge_from_env",
-           "export_comparison"]
+           "JudgeError", "parse_verdict", "judge_pairs", "export_comparison"]
 
 
 def load_policy(adapter_dir: str | Path, base_model: str | Path):
@@ -36,8 +38,11 @@ def load_policy(adapter_dir: str | Path, base_model: str | Path):
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise ValueError(f"adapter_dir {adapter_dir} holds no adapter_config.json: run notebook 03 first")
-    base = AutoModelForCausalLM.from_pretrained(resolve_source(base_model)[0])
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():
+        base = AutoModelForCausalLM.from_pretrained(resolve_source(base_model)[0])
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
     tok, _ = load_tokenizer(adapter_dir, verbose=False)
     return model, tok
@@ -85,13 +90,41 @@ def strict_win_rate(policy_scores, reference_scores, policy_malformed, reference
     return total / n
 
 
+class JudgeError(RuntimeError):
+    """The judge gave no usable verdict for one prompt; ``kind`` is the counted reason."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        self.kind = kind
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+
+
+_VERDICT = {"a": "A", "b": "B", "tie": "tie", "response a": "A", "response b": "B", "draw": "tie", "equal": "tie"}
+
+
+def parse_verdict(text: str | None) -> str | None:
+    """"A", "B" or "tie" from a judge's reply, or None when the reply does not say which.
+
+    Accepted: the bare verdict with any markdown or punctuation ("B", "**B**", "B."), or a labelled one
+    ("Answer: B", "Verdict - tie", "Final answer: **A**", the last such label wins). Anything else is None: a reply
+    such as "Both are fine" is not a tie, it is unparseable."""
+    if not isinstance(text, str):
+        return None
+    clean = re.sub(r"[*_`\"'#>]", "", text).strip().lower()
+    bare = re.sub(r"^[^a-z]+|[^a-z]+$", "", clean)
+    if bare in _VERDICT:
+        return _VERDICT[bare]
+    labelled = re.findall(r"(?:final answer|answer|verdict|winner|better response|choice)\s*(?:is)?\s*[:=\-]?\s*"
+                          r"(response a|response b|a|b|tie|draw|equal)\b", clean)
+    return _VERDICT[labelled[-1]] if labelled else None
+
+
 def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | None:
     """An LLM judge if ``DPO_JUDGE_URL`` and ``DPO_JUDGE_KEY`` are set, else None (the default).
 
     Each is read from the environment, else (on Colab) from the Colab secret of the same name.
-
     The judge POSTs to ``$DPO_JUDGE_URL/chat/completions`` (OpenAI-compatible) with model ``$DPO_JUDGE_MODEL``
-    and returns "A", "B" or "tie" for (prompt, response A, response B).
+    and returns "A", "B" or "tie" for (prompt, response A, response B). Every failure raises ``JudgeError``
+    with its kind: "connection", "timeout", "HTTP <code>", "not JSON", "no content", "unparseable".
     """
     from helpers.colab import secret
 
@@ -107,12 +140,65 @@ def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | No
                            "messages": [{"role": "user", "content": msg}]}).encode()
         req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=body, method="POST",
                                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            text = json.loads(resp.read())["choices"][0]["message"]["content"].strip()
-        first = text.split()[0].strip(".:,").upper() if text else ""
-        return {"A": "A", "B": "B"}.get(first, "tie")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raise JudgeError(f"HTTP {e.code}", e.read()[:200].decode("utf-8", "replace")) from None
+        except TimeoutError as e:
+            raise JudgeError("timeout", f"no reply within {timeout:g} s") from e
+        except urllib.error.URLError as e:
+            kind = "timeout" if isinstance(e.reason, TimeoutError) else "connection"
+            raise JudgeError(kind, str(e.reason)) from None
+        except OSError as e:  # connection reset mid-read, ...
+            raise JudgeError("connection", str(e)) from None
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            raise JudgeError("not JSON", raw[:80].decode("utf-8", "replace")) from None
+        try:
+            text = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError("no content", json.dumps(reply)[:200]) from None
+        if not isinstance(text, str) or not text.strip():
+            raise JudgeError("no content", repr(text))
+        verdict = parse_verdict(text)
+        if verdict is None:
+            raise JudgeError("unparseable", text[:80])
+        return verdict
 
     return judge
+
+
+def judge_pairs(judge: Callable[[str, str, str], str], rows: list[dict], *, n: int, seed: int = 0) -> dict[str, Any]:
+    """Ask ``judge`` about the first ``n`` rows (``prompt``, ``reference``, ``policy``), the sides in random order
+    (judges favour positions). Each row gets ``row["judge"]``: "policy", "reference", "tie" or "error: <kind>".
+
+    A failure for one prompt is counted, never fatal. Returns ``{"judged", "errors" (kind -> count), "policy",
+    "reference", "tie", "win_rate"}``; ``win_rate`` is over the prompts actually judged (None if none was).
+    """
+    import random
+    from collections import Counter
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    rng = random.Random(seed)
+    votes, errors = Counter(), Counter()
+    for r in rows[:n]:
+        flip = rng.random() < 0.5
+        a, b = (r["policy"], r["reference"]) if flip else (r["reference"], r["policy"])
+        try:
+            v = judge(r["prompt"], a, b)
+        except JudgeError as e:
+            errors[e.kind] += 1
+            r["judge"] = f"error: {e.kind}"
+            continue
+        r["judge"] = "tie" if v == "tie" else ("policy" if (v == "A") == flip else "reference")
+        votes[r["judge"]] += 1
+    judged = sum(votes.values())
+    return {"judged": judged, "asked": min(n, len(rows)), "errors": dict(errors), **{k: votes[k] for k in
+            ("policy", "reference", "tie")},
+            "win_rate": (votes["policy"] + 0.5 * votes["tie"]) / judged if judged else None}
 
 
 def export_comparison(rows: list[dict], out_dir: str | Path, *, columns: list[str]) -> dict[str, Path]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,9 @@ __all__ = [
     "HHSplits",
     "resolve_hh",
     "save_splits",
+    "split_request",
     "load_or_build_splits",
+    "DEFAULT_SOURCE",
 ]
 
 # reason -> what it means. Checked in this order: per transcript (chosen, then rejected), then the pair.
@@ -163,9 +166,15 @@ def format_hh(rows: Iterable[dict], *, progress: bool | None = None, desc: str =
     return Dataset.from_list(kept), dropped
 
 
+DEFAULT_SOURCE = "Anthropic/hh-rlhf"  # the only source that falls back to the toy world when the hub is unusable
+
+
 def _is_local(source: str | Path) -> bool:
-    """A path to a local file (by its suffix or because it exists), as opposed to a hub dataset id."""
-    return Path(source).suffix in (".jsonl", ".gz") or Path(source).exists()
+    """A local path, as opposed to a hub dataset id ("owner/name"): it exists, has a file suffix, starts with
+    '/', '.' or '~', or has more than one '/'."""
+    s = str(source)
+    return (Path(s).exists() or bool(Path(s).suffix) or s.startswith(("/", ".", "~")) or s.count("/") > 1
+            or os.sep != "/" and os.sep in s)
 
 
 def read_jsonl(path: str | Path, *, limit: int | None = None) -> list[dict]:
@@ -216,6 +225,9 @@ def load_hh(
     if limit is not None and (not isinstance(limit, int) or limit <= 0):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     if _is_local(source):
+        if not Path(source).exists():
+            raise FileNotFoundError(f"source {str(source)!r} is a local path that does not exist (a hub id looks "
+                                    f"like 'owner/name')")
         if Path(source).suffix not in (".jsonl", ".gz"):
             raise ValueError(f"source must be a .jsonl or .jsonl.gz file or a hub id, got {source!r}")
         return read_jsonl(source, limit=limit)
@@ -385,6 +397,8 @@ def resolve_hh(
                    "test": load_hh(source, data_dir=data_dir, split="test", limit=test_limit)}
             note = f"hub: {source} ({data_dir})"
         except HubUnavailableError as e:
+            if source != DEFAULT_SOURCE:  # only the default falls back; any other source was asked for by name
+                raise
             print(f"NOTE: {e}. Falling back to the offline default (the toy world).")
             fb = resolve_hh(TOY, limit=limit, test_limit=test_limit)
             fb.note = f"{fb.note} (fallback: {e})"
@@ -392,6 +406,12 @@ def resolve_hh(
     data, dropped = {}, {}
     for split, rows in raw.items():
         data[split], dropped[split] = format_hh(rows, desc=f"parsing {split}")
+    for split in ("train", "test"):
+        if len(data[split]) == 0:
+            counts = {r: n for r, n in dropped[split].items() if n}
+            raise ValueError(f"source {source}: the {split} split is empty ({len(raw[split])} rows read"
+                             + (f", all dropped: {counts}" if counts else "") + "); a source needs at least 2 "
+                             "usable rows (one per split)")
     used = TOY if source == TOY else source
     return HHSplits(used, note, raw, data, dropped)
 
@@ -406,35 +426,87 @@ def _toy_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
-def save_splits(splits: HHSplits, out_dir: str | Path) -> Path:
-    """``save_to_disk`` each formatted split under ``out_dir/<split>`` plus ``report.json`` (source, drop counts)."""
+def split_request(**resolve_kwargs) -> dict[str, Any]:
+    """What ``resolve_hh(**resolve_kwargs)`` is asked for, with its defaults filled in, plus a fingerprint of the
+    source's content (a local file's sha256, the toy data's fingerprint): saved splits are reused only for this."""
+    import hashlib
+    import inspect
+
+    req = {k: p.default for k, p in inspect.signature(resolve_hh).parameters.items()}
+    unknown = set(resolve_kwargs) - set(req)
+    if unknown:
+        raise ValueError(f"unknown resolve_hh arguments {sorted(unknown)}; allowed: {sorted(req)}")
+    req.update(resolve_kwargs)
+    req["source"] = str(req["source"])
+    if req["source"] == TOY:
+        req["fingerprint"] = _toy_fingerprint()
+    elif Path(req["source"]).is_file():
+        req["fingerprint"] = hashlib.sha256(Path(req["source"]).read_bytes()).hexdigest()[:16]
+    return req
+
+
+def save_splits(splits: HHSplits, out_dir: str | Path, *, request: dict[str, Any] | None = None) -> Path:
+    """``save_to_disk`` each formatted split under ``out_dir/<split>`` plus ``report.json`` (source, drop counts,
+    and ``request``: what the splits were built for, see ``split_request``)."""
+    from helpers.quiet import progress_bars_off
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for split, ds in splits.data.items():
-        ds.save_to_disk(str(out / split))
+    with progress_bars_off():  # a second's work per split
+        for split, ds in splits.data.items():
+            ds.save_to_disk(str(out / split))
     report = {"source": splits.source, "note": splits.note, "toy_fingerprint": _toy_fingerprint(),
-              "rows": {s: len(r) for s, r in splits.raw.items()},
+              "request": request, "rows": {s: len(r) for s, r in splits.raw.items()},
               "kept": {s: len(d) for s, d in splits.data.items()},
               "dropped": {s: dict(c) for s, c in splits.dropped.items()}}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return out
 
 
+def _stale_reason(report: dict, request: dict, asked: set[str]) -> str | None:
+    """Why saved splits cannot serve ``request`` (None: they can). Compared: the arguments the caller gave
+    (``asked``) and the source's content fingerprint; arguments left at their defaults accept any saved value."""
+    from helpers.runtime import hub_reachable
+
+    if report.get("source") == TOY and report.get("toy_fingerprint") != _toy_fingerprint():
+        return "stale toy data (data/toy_hh_*.jsonl changed since it was saved)"
+    old = report.get("request")
+    if not isinstance(old, dict):
+        return "saved splits without a record of what they were built from (an older version)"
+    keys = (asked | {"source"}) | ({"fingerprint"} if "fingerprint" in request else set())
+    diff = {k: (old.get(k), request[k]) for k in ["source", *sorted(keys - {"source"})] if old.get(k) != request[k]}
+    if diff:
+        return "saved splits were built for " + ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items()) + \
+            ", not " + ", ".join(f"{k}={b!r}" for k, (_, b) in diff.items())
+    if report.get("source") == TOY and request["source"] != TOY and hub_reachable():
+        return f"saved splits are the toy fallback, and {request['source']} is reachable now"
+    return None
+
+
 def load_or_build_splits(out_dir: str | Path, **resolve_kwargs) -> dict[str, Any]:
-    """Notebook 02's saved splits from ``out_dir``; if absent, rebuild them (``resolve_hh``) and save, with a note."""
+    """Notebook 02's saved splits from ``out_dir`` if they were built for these ``resolve_kwargs`` (source, limit,
+    seed, ... as given, and the source's content); otherwise rebuild them (``resolve_hh``) and save, with a note
+    saying why. Arguments not given accept whatever the saved splits were built with (notebook 02's limits)."""
     from datasets import load_from_disk
 
     out = Path(out_dir)
+    if out.is_file():
+        raise ValueError(f"out_dir {out} is a file; it must be a folder of saved splits (notebook 02's output)")
+    request = split_request(**resolve_kwargs)
     splits_saved = all((out / s / "dataset_info.json").exists() for s in ("train", "test"))
-    complete = splits_saved and (out / "report.json").exists()
     reason = "no formatted data"
-    if complete:
-        report = json.loads((out / "report.json").read_text())
-        if report["source"] == TOY and report.get("toy_fingerprint") != _toy_fingerprint():
-            complete, reason = False, "stale toy data (data/toy_hh_*.jsonl changed since it was saved)"
-    if not complete:
+    if splits_saved and (out / "report.json").exists():
+        try:
+            reason = _stale_reason(json.loads((out / "report.json").read_text()), request, set(resolve_kwargs))
+        except ValueError as e:
+            reason = f"unreadable report.json ({e})"
+    if reason is not None:
         print(f"NOTE: {reason} at {out} (notebook 02's output); rebuilding it with helpers.data.resolve_hh.")
         splits = resolve_hh(**resolve_kwargs)
         print(f"      source: {splits.note}")
-        save_splits(splits, out)
-    return {s: load_from_disk(str(out / s)) for s in ("train", "test")}
+        save_splits(splits, out, request=request)
+    loaded = {s: load_from_disk(str(out / s)) for s in ("train", "test")}
+    empty = [s for s, d in loaded.items() if len(d) == 0]
+    if empty:
+        raise ValueError(f"{out}: the saved {' and '.join(empty)} split is empty; delete {out} to rebuild it")
+    return loaded

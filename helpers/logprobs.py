@@ -13,6 +13,8 @@ The one-token shift follows ``_get_batch_logps`` of the original DPO repository:
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 __all__ = ["token_logps", "sequence_logps", "pad_and_mask", "naive_sequence_logps", "saved_for_backward_bytes",
@@ -73,8 +75,9 @@ def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(
             f"labels must have shape (B, T) = {tuple(logits.shape[:2])}, got {getattr(labels, 'shape', labels)!r}"
         )
-    if labels.dtype.is_floating_point:
-        raise ValueError(f"labels must be integer token ids, got dtype {labels.dtype}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16):
+        raise ValueError(f"labels must be signed integer token ids (int64/int32/int16, so that ignore_index -100 "
+                         f"fits), got dtype {labels.dtype}")
     if not logits.dtype.is_floating_point:
         raise ValueError(f"logits must be floating point, got dtype {logits.dtype}")
 
@@ -144,6 +147,11 @@ def pad_and_mask(
     if len(sequences) != len(prompt_lengths) or not sequences:
         raise ValueError(f"sequences and prompt_lengths must be non-empty and of equal length, "
                          f"got {len(sequences)} and {len(prompt_lengths)}")
+    for i, n in enumerate(prompt_lengths):
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"prompt_lengths[{i}] must be an int >= 0, got {n!r}")
+    if max_length is not None and (not isinstance(max_length, numbers.Integral) or max_length < 1):
+        raise ValueError(f"max_length must be None or an int >= 1, got {max_length!r}")
     kept = [ids[:max_length] if max_length is not None else ids for ids in sequences]
     width = max(map(len, kept))
     input_ids = torch.full((len(kept), width), pad_token_id, dtype=torch.long)

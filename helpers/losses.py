@@ -14,11 +14,12 @@ ignores for ``sigmoid``.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from helpers.checks import number
 
 __all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight"]
 
@@ -102,18 +103,19 @@ def _check(
     chosen_lengths: torch.Tensor | None,
     rejected_lengths: torch.Tensor | None,
 ) -> None:
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    beta = number(beta, "beta", low=0, low_open=True)
     if loss_type not in LOSS_INFO:
         raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
-    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+    label_smoothing = number(label_smoothing, "label_smoothing", low=0, high=0.5, high_open=True,
+                             allowed="in [0, 0.5)")
     shape = None
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 1:
             raise ValueError(f"{name} must have shape (B,), got {tuple(t.shape)}")
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"{name} must be floating point log-probs, got dtype {t.dtype}")
         if shape is None:
             shape = t.shape
         elif t.shape != shape:
@@ -132,6 +134,7 @@ def _check(
             raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {getattr(t, 'shape', t)!r}")
         if bool((t < 0).any()):
             raise ValueError(f"{name} must be >= 0, got min {t.min().item()}")
+    return beta, label_smoothing
 
 
 def dpo_loss(
@@ -160,7 +163,7 @@ def dpo_loss(
     Returns:
         ``DPOLossOutput(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; rewards are detached.
     """
-    _check(
+    beta, label_smoothing = _check(
         {
             "policy_chosen_logps": policy_chosen_logps,
             "policy_rejected_logps": policy_rejected_logps,
@@ -173,6 +176,11 @@ def dpo_loss(
         chosen_lengths,
         rejected_lengths,
     )
+    # fp16/bf16 log-probs are upcast: summed log-probs are large (-100s) and their differences small, which half
+    # precision cannot hold (fp16 spacing at 300 is 0.25): the loss would be wrong without a word.
+    up = lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
+    policy_chosen_logps, policy_rejected_logps = up(policy_chosen_logps), up(policy_rejected_logps)
+    ref_chosen_logps, ref_rejected_logps = up(ref_chosen_logps), up(ref_rejected_logps)
     h_w = policy_chosen_logps - ref_chosen_logps  # (B,)
     h_l = policy_rejected_logps - ref_rejected_logps  # (B,)
     h = h_w - h_l  # (B,)

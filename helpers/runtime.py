@@ -17,7 +17,7 @@ from dataclasses import dataclass
 __all__ = ["Runtime", "detect", "hub_reachable", "offline_forced", "precision_flags", "banner", "HubUnavailableError"]
 
 HUB_HOST = "huggingface.co"
-_TRUE = {"1", "true", "yes", "on"}
+_TRUE = {"1", "true", "yes", "on"}  # huggingface_hub's reading (case-insensitive); anything else is "not offline"
 
 
 class HubUnavailableError(RuntimeError):

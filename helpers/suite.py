@@ -22,7 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["NotebookResult", "record_metrics", "run_notebook", "digest", "run_suite", "main"]
+__all__ = ["NotebookResult", "record_metrics", "run_notebook", "output_problems", "NOISE_MARKERS", "digest",
+           "run_suite", "main"]
+
+# Library noise that must never reach a cell's output (helpers.quiet filters it): torchao's "Failed to load ...so",
+# torch's _pytree deprecation, bitsandbytes' optional "kernels" package, and bitsandbytes in general.
+NOISE_MARKERS = ("Failed to load", "_pytree", "is an Enum subclass", "No module named 'kernels'", "bitsandbytes")
+_WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def record_metrics(run_dir: str | Path, notebook: str, metrics: dict) -> Path:
@@ -49,6 +55,31 @@ def _failing_cell(nb) -> tuple[int | None, str | None]:
                 first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
                 return i, f"{out.get('ename')}: {out.get('evalue')} (cell {i}: {first_line[:80]!r})"
     return None, None
+
+
+def output_problems(nb) -> list[str]:
+    """What an executed notebook's outputs should not hold: library noise (``NOISE_MARKERS``), and a cell with more
+    than one progress bar (a cell's long loop has one bar; short steps inside it show none). ``[]`` when clean."""
+    import re
+
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        bars = 0
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = out.get("text", "") if out.get("output_type") == "stream" else data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            for marker in NOISE_MARKERS:
+                if marker in text:
+                    line = next(x for x in text.splitlines() if marker in x)
+                    problems.append(f"cell {i}: library noise ({marker!r}): {line.strip()[:160]}")
+            if _WIDGET in data and re.search(r"\d+%\|", text):
+                bars += 1
+            elif out.get("output_type") == "stream":
+                bars += len(re.findall(r"(?:^|\r|\n)[^\r\n]*?\b0%\|", text))
+        if bars > 1:
+            problems.append(f"cell {i}: {bars} progress bars (one per long loop; short steps show none)")
+    return problems
 
 
 def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 600) -> NotebookResult:
@@ -80,6 +111,9 @@ def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 60
     seconds = time.perf_counter() - t0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_path)
+    problems = output_problems(nb)
+    if ok and problems:
+        ok, err = False, "unclean output: " + "; ".join(problems)
     return NotebookResult(path.name, ok, round(seconds, 2), cell, err)
 
 
@@ -116,11 +150,17 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> t
         n += 1
     (run_dir / "metrics").mkdir(parents=True)
     latest = runs_dir / "latest"
-    if latest.is_symlink() or latest.exists():
+    if latest.is_symlink() or latest.is_file():
         latest.unlink()
+    elif latest.exists():  # a real folder named "latest" (copied by hand?): kept, under another name
+        aside = runs_dir / f"latest.moved-{stamp}"
+        latest.rename(aside)
+        print(f"NOTE: {latest} was a folder, not the link this runner keeps; moved it to {aside.name}")
     latest.symlink_to(run_dir.name)
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    from helpers.runtime import offline_forced
+
+    offline = offline_forced()  # the same reading of HF_HUB_OFFLINE & co. as the notebooks' runtime banner
     summary: dict = {"mode": "offline" if offline else "auto", "started": stamp, "notebooks": {}}
     results = []
     for nb_path in notebooks:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.checks import number
 from helpers.losses import LOSS_TYPES
 from helpers.models import MODEL_ID, LoraSettings
 from helpers.toy_model import TOY_DPO
@@ -33,6 +34,10 @@ __all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_lora_model", "l
            "trained_adapter", "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
+# transformers 5.17's SchedulerType values (tests/test_reliability.py keeps them equal): checked before anything loads
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
 
 
 @dataclass(frozen=True)
@@ -72,26 +77,36 @@ class DPORecipe:
             if not ok:
                 raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
 
-        num = (int, float)
-        need(isinstance(self.beta, num) and self.beta > 0, "beta", "a number > 0 (the KL anchor's strength)")
-        need(isinstance(self.learning_rate, num) and 0 < self.learning_rate < 1, "learning_rate", "in (0, 1)")
+        def num(name: str, **kw):  # numpy/torch scalars accepted; stored as plain Python numbers
+            object.__setattr__(self, name, number(getattr(self, name), name, **kw))
+
+        num("beta", low=0, low_open=True, allowed="a finite number > 0 (the KL anchor's strength)")
+        num("learning_rate", low=0, high=1, low_open=True, high_open=True, allowed="a finite number in (0, 1)")
         need(self.loss_type in LOSS_TYPES, "loss_type", f"one of {list(LOSS_TYPES)}")
-        need(isinstance(self.sft_weight, (int, float)) and 0 <= self.sft_weight < float("inf"), "sft_weight",
-             "a finite number >= 0 (0: no SFT term)")
-        need(isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps >= 1), "max_steps",
-             "an int >= 1, or -1 to train for `epochs`")
-        need(isinstance(self.epochs, num) and self.epochs > 0, "epochs", "a number > 0")
+        num("sft_weight", low=0, allowed="a finite number >= 0 (0: no SFT term)")
+        num("max_steps", integer=True, low=-1, allowed="an int >= 1, or -1 to train for `epochs`")
+        need(self.max_steps != 0, "max_steps", "an int >= 1, or -1 to train for `epochs`")
+        num("epochs", low=0, low_open=True)
         for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps", "lora_r"):
-            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an int >= 1")
-        need(isinstance(self.max_length, int) and self.max_length >= 16, "max_length", "an int >= 16")
-        need(self.max_prompt_length is None or (isinstance(self.max_prompt_length, int)
-                                                and 1 <= self.max_prompt_length < self.max_length),
-             "max_prompt_length", f"None or an int in [1, max_length={self.max_length})")
-        need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps", "an int >= 0")
-        need(self.lora_alpha > 0, "lora_alpha", "> 0")
-        need(bool(self.lora_targets), "lora_targets", "a non-empty list of module names")
+            num(name, integer=True, low=1)
+        num("max_length", integer=True, low=16)
+        if self.max_prompt_length is not None:
+            num("max_prompt_length", integer=True, low=1, high=self.max_length, high_open=True,
+                allowed=f"None or an int in [1, max_length={self.max_length})")
+        num("warmup_steps", integer=True, low=0)
+        need(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"one of {list(LR_SCHEDULERS)}")
+        num("lora_alpha", low=0, low_open=True)
+        need(bool(self.lora_targets) and all(isinstance(t, str) and t for t in self.lora_targets), "lora_targets",
+             "a non-empty list of module names")
         need(self.backend in ("auto", "unsloth", "transformers"), "backend", "'auto', 'unsloth' or 'transformers'")
-        need(bool(self.model), "model", "a hub id, a model directory or 'toy'")
+        num("seed", integer=True, low=0, high=2**32 - 1)
+        need(isinstance(self.model, str) and bool(self.model.strip()), "model", "a hub id, a model directory or 'toy'")
+        need(isinstance(self.data, str) and bool(self.data.strip()), "data",
+             "notebook 02's saved splits folder or 'toy'")
+        need(isinstance(self.output_dir, (str, Path)) and bool(str(self.output_dir).strip()), "output_dir",
+             "a non-empty path (a folder for checkpoints, adapter and metrics)")
+        for name in ("resume", "merge", "load_in_4bit"):
+            need(isinstance(getattr(self, name), bool), name, "True or False")
 
     def replace(self, **changes) -> DPORecipe:
         return dataclasses.replace(self, **changes)
@@ -219,10 +234,50 @@ def make_trainer(model, tokenizer, splits: dict[str, Any], recipe: DPORecipe, *,
     """``DPOTrainer`` on the LoRA ``model``; its reference is the model with the (fresh) adapter switched off."""
     from trl import DPOTrainer
 
-    trainer = DPOTrainer(model=model, args=dpo_config(recipe, **overrides), train_dataset=splits["train"],
-                         eval_dataset=splits["test"], processing_class=tokenizer, callbacks=callbacks)
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():  # TRL's tokenizing/filtering bars: the training bar is the one that matters
+        trainer = DPOTrainer(model=model, args=dpo_config(recipe, **overrides), train_dataset=splits["train"],
+                             eval_dataset=splits["test"], processing_class=tokenizer, callbacks=callbacks)
     _drop_redundant_ref_adapter(trainer.model)
+    _atomic_checkpoints(trainer)
     return trainer
+
+
+STAGING = ".staging"  # inside output_dir: checkpoints are written here, then renamed into place
+
+
+def _atomic_checkpoints(trainer) -> None:
+    """Make ``trainer`` write every checkpoint under ``output_dir/.staging/`` and rename it to
+    ``output_dir/checkpoint-N`` only once complete, so that a crash or a full disk mid-save never leaves a
+    ``checkpoint-N`` that looks complete and is not. Old checkpoints are then rotated as the Trainer would."""
+    import shutil
+
+    from transformers.trainer_utils import rotate_checkpoints
+
+    save, get_dir = trainer._save_checkpoint, trainer._get_output_dir
+
+    def atomic(model, trial):
+        run_dir = Path(get_dir(trial=trial))
+        staging = run_dir / STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # leftovers of a save that died
+        staging.mkdir(parents=True)
+        trainer._get_output_dir = lambda trial=None: str(staging)
+        try:
+            save(model, trial)
+        finally:
+            trainer._get_output_dir = get_dir
+        for ckpt in staging.glob("checkpoint-*"):
+            final = run_dir / ckpt.name
+            if final.exists():
+                shutil.rmtree(final)
+            ckpt.rename(final)
+        shutil.rmtree(staging, ignore_errors=True)
+        if trainer.args.should_save:
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=trainer.args.save_total_limit,
+                               best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=True)
+
+    trainer._save_checkpoint = atomic
 
 
 def _drop_redundant_ref_adapter(model) -> bool:
@@ -250,14 +305,30 @@ def _drop_redundant_ref_adapter(model) -> bool:
 
 
 def prepare_output_dir(recipe: DPORecipe) -> Path:
-    """Create ``output_dir`` and record the recipe. Checkpoints of a *different* run are moved aside, not lost."""
+    """Lock ``output_dir`` for this process, create it and record the recipe.
+
+    Checkpoints of a *different* run (or of a run whose ``recipe.json`` cannot be read) are moved aside, not lost.
+    Another live process writing into ``output_dir`` raises ``helpers.lock.OutputDirLocked`` before anything moves.
+    """
+    from helpers.lock import acquire
+
     out = Path(recipe.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is a file, not a directory")
+    acquire(out)
     saved = out / "recipe.json"
     if saved.exists():
-        old = json.loads(saved.read_text())
+        try:
+            old = json.loads(saved.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            old = {"<unreadable recipe.json>": str(e)}
         new = recipe.to_dict()
         default = DPORecipe().to_dict()  # a field missing from an older recipe.json had its default value
         changed = [k for k in _RUN_IDENTITY if old.get(k, default[k]) != new[k]]
+        if "<unreadable recipe.json>" in old:
+            changed = [f"(unreadable recipe.json: {old['<unreadable recipe.json>']})"]
         if changed and any(out.glob("checkpoint-*")):
             aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
             out.rename(aside)
@@ -268,10 +339,49 @@ def prepare_output_dir(recipe: DPORecipe) -> Path:
     return out
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_problem(ckpt: str | Path) -> str | None:
+    """Why ``ckpt`` cannot be resumed from (None: it can): a missing or unreadable ``trainer_state.json``, or
+    model weights that are missing or not a readable safetensors file (e.g. truncated by a full disk)."""
+    from safetensors import safe_open
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    ckpt = Path(ckpt)
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'}"
+    weights = [ckpt / n for n in ("adapter_model.safetensors", "model.safetensors") if (ckpt / n).exists()]
+    if not weights:
+        return "no adapter_model.safetensors / model.safetensors"
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                for k in f.keys():  # reads every tensor: a truncated file fails here
+                    f.get_tensor(k)
+        except Exception as e:  # SafetensorError, OSError: the file is not what it claims
+            return f"{w.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
+    return None
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir``. Incomplete or unreadable ones are renamed to
+    ``incomplete-checkpoint-N`` (kept, not deleted) with a note naming them, and the next older one is used."""
+    import re
+
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    ckpts = sorted((p for p in out.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
+                   key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for ckpt in ckpts:
+        why = checkpoint_problem(ckpt)
+        if why is None:
+            return str(ckpt)
+        aside = ckpt.with_name(f"incomplete-{ckpt.name}")
+        if aside.exists():
+            aside = ckpt.with_name(f"incomplete-{ckpt.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        ckpt.rename(aside)
+        print(f"NOTE: {ckpt} is incomplete ({why}); moved to {aside.name} and not resumed from")
+    return None
 
 
 def train_with_resume(trainer, recipe: DPORecipe):
@@ -282,6 +392,15 @@ def train_with_resume(trainer, recipe: DPORecipe):
     ``save_steps`` checkpoint.
     """
     ckpt = last_checkpoint(recipe.output_dir) if recipe.resume else None
+    if ckpt:
+        step = int(Path(ckpt).name.split("-")[1])
+        if 0 < recipe.max_steps < step:
+            raise ValueError(f"max_steps={recipe.max_steps} but {ckpt} is already at step {step}: the run would "
+                             f"continue past max_steps. Use max_steps >= {step}, another output_dir, or resume=False.")
+        if not Path(ckpt, "optimizer.pt").exists():
+            print(f"NOTE: {ckpt} has no optimizer.pt: resuming with a fresh Adam state (and learning-rate "
+                  f"schedule state if scheduler.pt is missing too), so the steps after {step} will differ from an "
+                  f"uninterrupted run")
     print(f"resuming from {ckpt}" if ckpt else "starting from step 0" + ("" if recipe.resume else " (resume=False)"))
     try:
         return trainer.train(resume_from_checkpoint=ckpt)
@@ -379,8 +498,18 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
 
     ``style_fn``/``decoding``: also sample held-out responses before and after and report the share that
     ``style_fn`` accepts (offline: ``helpers.toy.is_chosen_style``). Writes ``output_dir/metrics.json`` and
-    returns the metrics plus ``model``, ``tokenizer``, ``trainer``.
+    returns the metrics plus ``model``, ``tokenizer``, ``trainer``. Holds ``output_dir``'s lock while it runs.
     """
+    from helpers.lock import acquire, release
+
+    acquire(recipe.output_dir)  # one writer per output_dir: a second run fails here, before anything is loaded
+    try:
+        return _run_recipe(recipe, style_fn=style_fn, decoding=decoding, stop_after=stop_after, verbose=verbose)
+    finally:
+        release(recipe.output_dir)
+
+
+def _run_recipe(recipe: DPORecipe, *, style_fn, decoding, stop_after, verbose) -> dict[str, Any]:
     import numpy as np
 
     from helpers.evaluation import chat_prompts, sample_responses
@@ -444,6 +573,8 @@ def expected_time(recipe: DPORecipe) -> str:
     steps = recipe.max_steps if recipe.max_steps > 0 else None
     if steps is None:
         return "an epoch-based run (max_steps=-1): its length depends on the data"
+    if recipe.model == TOY:
+        return f"{steps} steps of the toy world's tiny model: under a minute (notebook 03 offline, 2 CPU cores)"
     if rt.device != "cuda":
         return (f"{steps} steps on a CPU: expect hours (a DPO step of 4 short pairs takes 4-8 s on 2 cores, this "
                 f"recipe's steps hold {recipe.batch_size * recipe.grad_accum}); use a GPU runtime")
@@ -503,6 +634,33 @@ def trained_adapter(train_dir: str | Path, recipe: DPORecipe | None = None) -> t
     return p / "adapter", json.loads((p / "metrics.json").read_text())
 
 
+_NONE = "none"  # what `--max-prompt-length none` parses to before it becomes None
+
+
+def _int_or_none(v: str):
+    if v.strip().lower() == _NONE:
+        return _NONE
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or 'none', got {v!r}") from None
+
+
+def _check_data_args(given: dict[str, Any]) -> str | None:
+    """A mistyped ``--data`` must not become a new folder (or the toy world): what is wrong, or None."""
+    data = given.get("data")
+    if data is None or data == TOY:
+        return None
+    path = Path(data)
+    if path.is_file():
+        return (f"--data {data} is a file; --data takes a folder of saved splits (notebook 02's output) or 'toy'. "
+                f"For a raw HH-RLHF .jsonl[.gz] file use --data-source {data} --data <folder to save the splits in>")
+    if not path.exists() and "data_source" not in given:
+        return (f"--data {data} does not exist. Give notebook 02's saved splits folder, or 'toy', or add "
+                f"--data-source <hub id or .jsonl file> to build the splits there")
+    return None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="LoRA DPO with TRL (notebook 03's recipe), measured on held-out pairs.")
     defaults = DPORecipe()
@@ -512,6 +670,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
         elif isinstance(default, tuple):
             p.add_argument(flag, nargs="+", default=None, help=f"default {' '.join(default)}")
+        elif f.name == "max_prompt_length":
+            p.add_argument(flag, type=_int_or_none, default=None, help=f"default {default!r}; 'none' keeps all")
         else:
             p.add_argument(flag, type=type(default), default=None, help=f"default {default!r}")
     p.add_argument("--offline", action="store_true",
@@ -525,6 +685,12 @@ def main(argv: list[str] | None = None) -> int:
     a = vars(_parser().parse_args(argv))
     stop_after, offline = a.pop("stop_after"), a.pop("offline")
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in a.items() if v is not None}
+    if given.get("max_prompt_length") == _NONE:
+        given["max_prompt_length"] = None
+    problem = _check_data_args(given)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         recipe = DPORecipe(**{**(OFFLINE if offline else {}), **given})
     except ValueError as e:
@@ -534,10 +700,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if recipe.backend == "unsloth" or (recipe.backend == "auto" and unsloth_importable()):
         import unsloth  # noqa: F401  (before transformers/trl)
+    from helpers.lock import OutputDirLocked
+
     try:
         run_recipe(recipe, stop_after=stop_after, **_toy_style(recipe))
     except KeyboardInterrupt:
         return 130
+    except OutputDirLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as e:  # bad data, lengths, checkpoints: said plainly, no traceback
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def two_pairs_dir(tmp_path_factory) -> Path:
     """The two toy-world pairs with the shortest prompts, saved as notebook 02 saves splits (train = test)."""
-    from helpers.data import TOY, HHSplits, resolve_hh, save_splits
+    from helpers.data import TOY, HHSplits, resolve_hh, save_splits, split_request
 
     s = resolve_hh(TOY, limit=200, test_limit=1)
     train = s.data["train"]
@@ -32,12 +32,14 @@ def two_pairs_dir(tmp_path_factory) -> Path:
     pairs = train.select(short)
     out = tmp_path_factory.mktemp("real") / "data"
     save_splits(HHSplits(TOY, "two shortest toy pairs", {"train": [], "test": []},
-                         {"train": pairs, "test": pairs}, {"train": {}, "test": {}}), out)
+                         {"train": pairs, "test": pairs}, {"train": {}, "test": {}}), out,
+                request=split_request(source=TOY, limit=200, test_limit=1))
     return out
 
 
 def _args(data: Path, out: Path, backend: str) -> list[str]:
-    return ["--model", MODEL_ID, "--data", str(data), "--output-dir", str(out), "--backend", backend,
+    return ["--model", MODEL_ID, "--data", str(data), "--data-source", "toy", "--output-dir", str(out),
+            "--backend", backend,
             "--batch-size", "2", "--grad-accum", "1", "--max-steps", "3", "--max-length", "96",
             "--max-prompt-length", "80", "--learning-rate", "2e-3", "--warmup-steps", "0", "--lr-scheduler",
             "constant", "--lora-r", "8", "--lora-alpha", "16", "--logging-steps", "1", "--eval-steps", "1000",

@@ -1,0 +1,122 @@
+"""One writer per output directory: a lock file beside it, naming the process that holds it.
+
+``acquire(output_dir)`` creates ``<parent>/.<name>.lock`` atomically (``O_CREAT | O_EXCL``) holding the holder's
+pid, its process start time and host. The lock sits beside the directory, not in it, because a run with other
+settings moves the directory aside. A second process asking for the same directory gets ``OutputDirLocked`` naming
+the holder; a lock whose process is gone (killed, crashed; or a pid reused by another process, told apart by its
+start time) is taken over with a note. The holding process may acquire again (a notebook cell rerun); the lock is
+released by ``release`` or when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+__all__ = ["OutputDirLocked", "acquire", "release", "lock_path"]
+
+_HELD: set[Path] = set()
+
+
+class OutputDirLocked(RuntimeError):
+    """Another live process is writing into this output directory."""
+
+
+def lock_path(output_dir: str | os.PathLike) -> Path:
+    out = Path(output_dir).resolve()
+    return out.parent / f".{out.name}.lock"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(holder: dict) -> bool:
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if holder.get("host") not in (None, socket.gethostname()):
+        return True  # another machine's process (a shared disk): cannot check it, so assume it is running
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    started = _start_time(pid)
+    return started is None or holder.get("start_time") in (None, started)
+
+
+def _me() -> dict:
+    return {"pid": os.getpid(), "start_time": _start_time(os.getpid()), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def acquire(output_dir: str | os.PathLike) -> Path:
+    """Take the lock of ``output_dir`` for this process (re-entrant); returns the lock file's path.
+
+    Raises ``OutputDirLocked`` when a live process holds it; takes over a stale lock with a printed note."""
+    path = lock_path(output_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = _me()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("pid") == me["pid"] and holder.get("start_time") == me["start_time"] \
+                    and holder.get("host") == me["host"]:
+                _HELD.add(path)
+                return path
+            if _alive(holder):
+                raise OutputDirLocked(
+                    f"{Path(output_dir)} is in use by another run: pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, started {holder.get('since')} (lock {path}). Wait for it, stop it, or "
+                    f"use another output directory.") from None
+            print(f"NOTE: taking over the stale lock of {Path(output_dir)} (pid {holder.get('pid')}, started "
+                  f"{holder.get('since')}, is no longer running)")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        _HELD.add(path)
+        return path
+    raise OutputDirLocked(f"could not take the lock {path}: another process keeps taking it")
+
+
+def release(output_dir: str | os.PathLike) -> None:
+    """Give the lock back (only if this process holds it)."""
+    path = lock_path(output_dir)
+    if path in _HELD:
+        _HELD.discard(path)
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+@atexit.register
+def _release_all() -> None:
+    for path in list(_HELD):
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+    _HELD.clear()
