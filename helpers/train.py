@@ -29,9 +29,9 @@ from helpers.models import MODEL_ID, LoraSettings
 from helpers.toy_model import TOY_DPO
 
 __all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_lora_model", "load_data", "check_lengths",
-           "dpo_config", "make_trainer", "prepare_output_dir", "last_checkpoint", "train_with_resume",
-           "reference_report", "after_report", "save_adapter", "write_metrics", "run_recipe", "expected_time",
-           "trained_adapter", "main"]
+           "data_provenance", "dpo_config", "make_trainer", "prepare_output_dir", "last_checkpoint",
+           "checkpoint_problem", "train_with_resume", "reference_report", "after_report", "save_adapter",
+           "write_metrics", "run_recipe", "expected_time", "trained_adapter", "LR_SCHEDULERS", "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 # transformers 5.17's SchedulerType values (tests/test_reliability.py keeps them equal): checked before anything loads
@@ -169,6 +169,18 @@ def load_data(recipe: DPORecipe) -> dict[str, Any]:
     if recipe.data == TOY:
         return resolve_hh(TOY_SOURCE).data
     return load_or_build_splits(recipe.data, source=recipe.data_source)
+
+
+def data_provenance(recipe: DPORecipe) -> dict[str, Any]:
+    """Where the training pairs came from: ``source`` actually used (``"toy"`` after a fallback) and the note
+    saying how it was chosen (from the saved splits' ``report.json``). Recorded in ``metrics.json`` as ``data``."""
+    if recipe.data == TOY:
+        return {"source": TOY, "note": "offline default: the toy world's data/toy_hh_*.jsonl"}
+    try:
+        report = json.loads(Path(recipe.data, "report.json").read_text())
+    except (OSError, ValueError):
+        return {"source": None, "note": f"no readable report.json in {recipe.data}"}
+    return {"source": report.get("source"), "note": report.get("note"), "asked_for": recipe.data_source}
 
 
 def check_lengths(recipe: DPORecipe, tokenizer, splits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
@@ -474,7 +486,8 @@ def write_metrics(recipe: DPORecipe, trainer, *, backend: str, model_source: str
     ``model_info``: ``helpers.models.describe_model`` of the trained model (``model``, ``model_source``,
     ``model_parameters``, ``tokenizer_vocab``); without it only ``model`` = ``model_source`` is recorded."""
     metrics = {"backend": backend, **(model_info or {"model": model_source}), "recipe": recipe.to_dict(),
-               "lengths": lengths, "global_step": trainer.state.global_step, "train_seconds": round(train_seconds, 2),
+               "data": data_provenance(recipe), "lengths": lengths, "global_step": trainer.state.global_step,
+               "train_seconds": round(train_seconds, 2),
                "before": before, "after": after, "paths": paths, "log_history": trainer.state.log_history}
     Path(recipe.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     return metrics

@@ -458,3 +458,18 @@ def test_a_real_latest_folder_is_moved_aside_not_an_error(tmp_path, capsys):
     moved = list(tmp_path.glob("latest.moved-*"))
     assert len(moved) == 1 and (moved[0] / "keep.txt").read_text() == "mine"
     assert "was a folder" in capsys.readouterr().out
+
+
+def test_the_toy_fallback_is_recorded_in_the_run_metrics(tmp_path, monkeypatch, capsys):
+    """A fallback happens only for the default source offline, is printed, and lands in metrics.json."""
+    from helpers.data import DEFAULT_SOURCE
+    from helpers.train import OFFLINE, DPORecipe, run_recipe
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = DPORecipe(**{**OFFLINE, "data": str(tmp_path / "02_hh"), "data_source": DEFAULT_SOURCE,
+                     "output_dir": str(tmp_path / "out"), "backend": "transformers", "max_steps": 1,
+                     "eval_steps": 1000, "save_steps": 1000})
+    run_recipe(r, verbose=False)
+    assert "Falling back to the offline default" in capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())["data"]
+    assert data["source"] == "toy" and data["asked_for"] == DEFAULT_SOURCE and "fallback" in data["note"]
