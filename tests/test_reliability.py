@@ -473,3 +473,24 @@ def test_the_toy_fallback_is_recorded_in_the_run_metrics(tmp_path, monkeypatch, 
     assert "Falling back to the offline default" in capsys.readouterr().out
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())["data"]
     assert data["source"] == "toy" and data["asked_for"] == DEFAULT_SOURCE and "fallback" in data["note"]
+
+
+def test_a_save_that_dies_midway_leaves_no_checkpoint_behind(tmp_path, toy_sft_dir):
+    """Disk full while saving: the half-written checkpoint stays in the staging folder, never as checkpoint-N."""
+    from helpers.train import load_data, load_lora_model, make_trainer, resolve_model
+
+    recipe = _recipe(tmp_path / "run")
+    model, tok = load_lora_model(recipe, resolve_model(recipe))
+    splits = load_data(recipe)
+    trainer = make_trainer(model, tok, {"train": splits["train"].select(range(8)), "test": None}, recipe,
+                           eval_strategy="no")
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    trainer._save_optimizer_and_scheduler = disk_full  # the adapter is written, then the optimizer save fails
+    trainer.state.global_step = 2
+    with pytest.raises(OSError, match="No space left"):
+        trainer._save_checkpoint(trainer.model, trial=None)
+    assert not (tmp_path / "run" / "checkpoint-2").exists()
+    assert (tmp_path / "run" / ".staging" / "checkpoint-2" / "adapter_model.safetensors").exists()
