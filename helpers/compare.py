@@ -170,11 +170,14 @@ def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | No
     return judge
 
 
-def judge_pairs(judge: Callable[[str, str, str], str], rows: list[dict], *, n: int, seed: int = 0) -> dict[str, Any]:
+def judge_pairs(judge: Callable[[str, str, str], str], rows: list[dict], *, n: int, seed: int = 0,
+                give_up_after: int = 3) -> dict[str, Any]:
     """Ask ``judge`` about the first ``n`` rows (``prompt``, ``reference``, ``policy``), the sides in random order
     (judges favour positions). Each row gets ``row["judge"]``: "policy", "reference", "tie" or "error: <kind>".
 
-    A failure for one prompt is counted, never fatal. Returns ``{"judged", "errors" (kind -> count), "policy",
+    A failure for one prompt is counted, never fatal. After ``give_up_after`` consecutive "connection"/"timeout"
+    failures the endpoint is taken for down and the remaining prompts are counted as "skipped (judge down)"
+    instead of waiting a timeout each. Returns ``{"judged", "asked", "errors" (kind -> count), "policy",
     "reference", "tie", "win_rate"}``; ``win_rate`` is over the prompts actually judged (None if none was).
     """
     import random
@@ -184,15 +187,22 @@ def judge_pairs(judge: Callable[[str, str, str], str], rows: list[dict], *, n: i
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     rng = random.Random(seed)
     votes, errors = Counter(), Counter()
+    down = 0  # consecutive connection/timeout failures
     for r in rows[:n]:
         flip = rng.random() < 0.5
         a, b = (r["policy"], r["reference"]) if flip else (r["reference"], r["policy"])
+        if down >= give_up_after:
+            errors["skipped (judge down)"] += 1
+            r["judge"] = "error: skipped (judge down)"
+            continue
         try:
             v = judge(r["prompt"], a, b)
         except JudgeError as e:
             errors[e.kind] += 1
             r["judge"] = f"error: {e.kind}"
+            down = down + 1 if e.kind in ("connection", "timeout") else 0
             continue
+        down = 0
         r["judge"] = "tie" if v == "tie" else ("policy" if (v == "A") == flip else "reference")
         votes[r["judge"]] += 1
     judged = sum(votes.values())

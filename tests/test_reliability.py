@@ -182,9 +182,9 @@ def test_an_unreachable_judge_gives_no_win_rate_instead_of_an_exception(monkeypa
         port = s.getsockname()[1]
     monkeypatch.setenv("DPO_JUDGE_URL", f"http://127.0.0.1:{port}/v1")
     monkeypatch.setenv("DPO_JUDGE_KEY", "sk-test")
-    res = judge_pairs(judge_from_env(timeout=2.0), _rows(3), n=3)
-    assert res == {"judged": 0, "asked": 3, "errors": {"connection": 3}, "policy": 0, "reference": 0, "tie": 0,
-                   "win_rate": None}
+    res = judge_pairs(judge_from_env(timeout=2.0), _rows(5), n=5)
+    assert res == {"judged": 0, "asked": 5, "errors": {"connection": 3, "skipped (judge down)": 2}, "policy": 0,
+                   "reference": 0, "tie": 0, "win_rate": None}
 
 
 def test_notebook_05_completes_and_exports_with_a_dead_judge(tmp_path, monkeypatch):
@@ -202,11 +202,12 @@ def test_notebook_05_completes_and_exports_with_a_dead_judge(tmp_path, monkeypat
     assert res.ok, res.error
     assert (tmp_path / "05_generation" / "comparison.csv").exists()
     metrics = json.loads((tmp_path / "metrics" / "05_before_after_generation.json").read_text())
-    assert metrics["judge"]["errors"] == {"connection": 50} and metrics["judge"]["win_rate"] is None
+    assert metrics["judge"]["errors"] == {"connection": 3, "skipped (judge down)": 47}
+    assert metrics["judge"]["win_rate"] is None
     assert metrics["win_rate"] is not None  # offline: the ground-truth win rate is still there
     out = "".join("".join(o.get("text", "")) for c in nbformat.read(tmp_path / "05.ipynb", as_version=4).cells
                   if c.cell_type == "code" for o in c.outputs)
-    assert "connection x50" in out
+    assert "connection x3, skipped (judge down) x47" in out
 
 
 # --------------------------------------------------------------------------------- data: provenance, typos, empty
