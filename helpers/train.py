@@ -252,7 +252,8 @@ def make_trainer(model, tokenizer, splits: dict[str, Any], recipe: DPORecipe, *,
         trainer = DPOTrainer(model=model, args=dpo_config(recipe, **overrides), train_dataset=splits["train"],
                              eval_dataset=splits["test"], processing_class=tokenizer, callbacks=callbacks)
     _drop_redundant_ref_adapter(trainer.model)
-    _atomic_checkpoints(trainer)
+    if trainer.args.world_size == 1:  # under DDP every rank writes into the checkpoint (its RNG state): left as is
+        _atomic_checkpoints(trainer)
     return trainer
 
 
@@ -327,7 +328,8 @@ def prepare_output_dir(recipe: DPORecipe) -> Path:
     out = Path(recipe.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {out} is a file, not a directory")
-    acquire(out)
+    if _main_process():
+        acquire(out)
     saved = out / "recipe.json"
     if saved.exists():
         try:
@@ -515,11 +517,21 @@ def run_recipe(recipe: DPORecipe, *, style_fn=None, decoding: dict | None = None
     """
     from helpers.lock import acquire, release
 
-    acquire(recipe.output_dir)  # one writer per output_dir: a second run fails here, before anything is loaded
+    main = _main_process()  # under DDP (accelerate launch) the ranks of one run share the directory: rank 0 locks
+    if main:
+        acquire(recipe.output_dir)  # one writer per output_dir: a second run fails here, before anything is loaded
     try:
         return _run_recipe(recipe, style_fn=style_fn, decoding=decoding, stop_after=stop_after, verbose=verbose)
     finally:
-        release(recipe.output_dir)
+        if main:
+            release(recipe.output_dir)
+
+
+def _main_process() -> bool:
+    """Rank 0 of a distributed launch (torchrun/accelerate set RANK), or a plain single process."""
+    import os
+
+    return os.environ.get("RANK", "0").strip() in ("0", "")
 
 
 def _run_recipe(recipe: DPORecipe, *, style_fn, decoding, stop_after, verbose) -> dict[str, Any]:

@@ -495,3 +495,17 @@ def test_a_save_that_dies_midway_leaves_no_checkpoint_behind(tmp_path, toy_sft_d
         trainer._save_checkpoint(trainer.model, trial=None)
     assert not (tmp_path / "run" / "checkpoint-2").exists()
     assert (tmp_path / "run" / ".staging" / "checkpoint-2" / "adapter_model.safetensors").exists()
+
+
+def test_only_rank_0_of_a_distributed_run_takes_the_lock(tmp_path, monkeypatch):
+    """Under accelerate launch / torchrun every rank runs the recipe on the same directory: one lock, rank 0's."""
+    from helpers.train import prepare_output_dir
+
+    out = tmp_path / "run"
+    monkeypatch.setenv("RANK", "1")
+    prepare_output_dir(_recipe(out))
+    assert not lock.lock_path(out).exists()
+    monkeypatch.setenv("RANK", "0")
+    prepare_output_dir(_recipe(out))
+    assert json.loads(lock.lock_path(out).read_text())["pid"] == os.getpid()
+    lock.release(out)
