@@ -33,6 +33,7 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
     import torch
 
     from helpers.compare import load_policy
+    from helpers.quiet import progress_bars_off
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
@@ -44,8 +45,9 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        merged.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        with progress_bars_off():
+            merged.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

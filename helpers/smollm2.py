@@ -87,10 +87,13 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
         raise FileNotFoundError(_MISSING)
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from helpers.quiet import progress_bars_off
+
     t0 = time.perf_counter()
     if verbose:
         print(f"converting the packaged SmolLM2-135M-Instruct ({gguf.name}) into {out} (once; cached afterwards)")
-    src, tok = load_packaged_gguf(gguf)
+    with progress_bars_off():  # transformers' loading bars; the GGUF de-quantizing bar (plain tqdm) stays: the one
+        src, tok = load_packaged_gguf(gguf)
     cfg = src.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "transformers_version", "architectures", "dtype",
                 "torch_dtype", "model_type"):
@@ -109,8 +112,9 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
     if tok.eos_token_id != src.config.eos_token_id:
         raise RuntimeError(f"eos id {tok.eos_token_id} != the model's eos_token_id {src.config.eos_token_id}")
     tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    with progress_bars_off():  # "Writing model shards" for one shard
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     (tmp / "conversion.json").write_text(json.dumps({
         "layout": _LAYOUT, "source": str(gguf), "note": PACKAGED_NOTE,
         "parameters": sum(p.numel() for p in plain.parameters()), "seconds": round(time.perf_counter() - t0, 1),

@@ -147,6 +147,9 @@ def build_tiny_model(
     model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():  # "Writing model shards" for one small shard
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
     return out

@@ -149,8 +149,11 @@ def build_toy_sft_model(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    from helpers.quiet import progress_bars_off
+
+    with progress_bars_off():  # "Writing model shards" for one small shard
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     seconds = time.perf_counter() - t0
     (tmp / "recipe.json").write_text(json.dumps(
         {"recipe": asdict(recipe), "hash": out.name, "final_sft_loss": loss.item(), "seconds": seconds}, indent=2))

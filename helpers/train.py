@@ -476,8 +476,11 @@ def save_adapter(model, tokenizer, out_dir: str | Path, *, merge: bool = False) 
     if merge:
         paths["merged"] = str(out / "merged")
         merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-        merged.save_pretrained(paths["merged"])
-        tokenizer.save_pretrained(paths["merged"])
+        from helpers.quiet import progress_bars_off
+
+        with progress_bars_off():
+            merged.save_pretrained(paths["merged"])
+            tokenizer.save_pretrained(paths["merged"])
     return paths
 
 
