@@ -15,16 +15,10 @@ __all__ = ["number"]
 
 def _scalar(value: Any) -> Any:
     """numpy scalars and one-element torch/numpy arrays -> the Python number they hold; anything else unchanged."""
-    if isinstance(value, bool) or isinstance(value, numbers.Number):
-        return value.item() if hasattr(value, "item") and not isinstance(value, (bool, int, float)) else value
-    size = getattr(value, "numel", None) or getattr(value, "size", None)
-    try:
-        n = size() if callable(size) else size
-    except TypeError:
+    if isinstance(value, (bool, int, float)) or not callable(getattr(value, "item", None)):
         return value
-    if n == 1 and hasattr(value, "item"):
-        return value.item()
-    return value
+    n = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", None)
+    return value.item() if n == 1 else value
 
 
 def number(value: Any, name: str, *, integer: bool = False, low: float | None = None, high: float | None = None,

@@ -99,24 +99,24 @@ def acquire(output_dir: str | os.PathLike) -> Path:
     raise OutputDirLocked(f"could not take the lock {path}: another process keeps taking it")
 
 
+def _unlink_if_mine(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def release(output_dir: str | os.PathLike) -> None:
     """Give the lock back (only if this process holds it)."""
     path = lock_path(output_dir)
     if path in _HELD:
         _HELD.discard(path)
-        try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-        except (OSError, ValueError):
-            pass
+        _unlink_if_mine(path)
 
 
 @atexit.register
 def _release_all() -> None:
     for path in list(_HELD):
-        try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-        except (OSError, ValueError):
-            pass
+        _unlink_if_mine(path)
     _HELD.clear()

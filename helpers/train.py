@@ -336,13 +336,10 @@ def prepare_output_dir(recipe: DPORecipe) -> Path:
             old = json.loads(saved.read_text())
             if not isinstance(old, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as e:
-            old = {"<unreadable recipe.json>": str(e)}
-        new = recipe.to_dict()
-        default = DPORecipe().to_dict()  # a field missing from an older recipe.json had its default value
-        changed = [k for k in _RUN_IDENTITY if old.get(k, default[k]) != new[k]]
-        if "<unreadable recipe.json>" in old:
-            changed = [f"(unreadable recipe.json: {old['<unreadable recipe.json>']})"]
+            new, default = recipe.to_dict(), DPORecipe().to_dict()  # a missing field had its default value
+            changed = [k for k in _RUN_IDENTITY if old.get(k, default[k]) != new[k]]
+        except ValueError as e:  # which run it was is unknown: treat it as another run
+            changed = [f"(unreadable recipe.json: {e})"]
         if changed and any(out.glob("checkpoint-*")):
             aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
             out.rename(aside)
