@@ -20,14 +20,16 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from helpers.quiet import NOISE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["NotebookResult", "record_metrics", "run_notebook", "output_problems", "NOISE_MARKERS", "digest",
            "run_suite", "main"]
 
-# Library noise that must never reach a cell's output (helpers.quiet filters it): torchao's "Failed to load ...so",
-# torch's _pytree deprecation, bitsandbytes' optional "kernels" package, and bitsandbytes in general.
-NOISE_MARKERS = ("Failed to load", "_pytree", "is an Enum subclass", "No module named 'kernels'", "bitsandbytes")
+# Library noise that must never reach a cell's output: what helpers.quiet filters (torchao's "Failed to load ...so",
+# torch's _pytree deprecation, bitsandbytes' optional "kernels"), plus any _pytree or bitsandbytes message at all.
+NOISE_MARKERS = tuple(dict.fromkeys([f for frags in NOISE.values() for f in frags] + ["_pytree", "bitsandbytes"]))
 _WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
