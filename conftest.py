@@ -18,22 +18,29 @@ if _SHARED_HH.exists():
 
 
 def _fail_on_unclean_output() -> None:
-    """nbmake: a notebook whose executed outputs hold library noise or stacked progress bars fails its test
-    (helpers.suite.output_problems, the same check `make run` applies)."""
+    """nbmake: notebooks run with the course's client (``helpers.nbexec.CourseNotebookClient``: no silent wait on a
+    missed kernel message, an IOPub timeout is an error), and a notebook whose executed outputs hold library noise or
+    stacked progress bars, or whose runner waited more than a minute between two cells, fails its test
+    (``helpers.suite.output_problems`` and ``helpers.nbexec.stall_problems``, the checks `make run` applies)."""
     try:
+        import nbmake.nb_run as nb_run
         from nbmake.nb_result import NotebookError
         from nbmake.nb_run import NotebookRun
     except ImportError:  # nbmake not installed: nothing to hook
         return
     if getattr(NotebookRun.execute, "_dpo_course_checked", False):
         return
+    from helpers.nbexec import CourseNotebookClient
+
+    nb_run.NotebookClient = CourseNotebookClient  # the name nbmake's execute() looks up
     execute = NotebookRun.execute
 
     def checked(self, *args, **kwargs):
+        from helpers.nbexec import stall_problems
         from helpers.suite import output_problems
 
         result = execute(self, *args, **kwargs)
-        problems = output_problems(result.nb) if result.error is None else []
+        problems = output_problems(result.nb) + stall_problems(result.nb) if result.error is None else []
         if problems:
             result.error = NotebookError(summary="unclean cell output: " + "; ".join(problems),
                                          trace="\n".join(problems), failing_cell_index=0)
