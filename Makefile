@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.txt requirements-model.txt pyproject.toml
 
-.PHONY: venv run test bench lint lab clean publish
+HUB_VENV  := .venv-hub
+HUB_STAMP := $(HUB_VENV)/.installed
+
+.PHONY: venv hub-venv run run-online test bench lint lab clean publish
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +23,25 @@ $(STAMP): $(REQS)
 
 venv: $(STAMP)
 
+## olah (the local hub of the online track) in a venv of its own: its dependencies never touch the course's pins.
+$(HUB_STAMP): requirements-hub.txt
+	test -x $(HUB_VENV)/bin/python || $(PYTHON) -m venv $(HUB_VENV)
+	$(HUB_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-hub.txt
+	touch $(HUB_STAMP)
+
+hub-venv: $(HUB_STAMP)
+
 ## Main job: execute every notebook headless (offline default) into runs/<timestamp>/, runs/latest -> it.
 run: $(STAMP)
 	$(BIN)/python -m helpers.suite
 
-## Whole test suite: pytest unit tests + nbmake on every notebook.
-test: $(STAMP)
+## The online track: every notebook's hub path, against HF_ENDPOINT if set, else a local hub started for the run.
+## DPO_QUICK=1 shrinks steps, rows, prompts and generated tokens (CI runs it that way).
+run-online: $(STAMP) $(HUB_STAMP)
+	$(BIN)/python -m helpers.suite --online
+
+## Whole test suite: pytest unit tests + nbmake on every notebook (the local-hub tests need .venv-hub).
+test: $(STAMP) $(HUB_STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbmake -q
 
 bench: $(STAMP)
@@ -47,4 +63,4 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(HUB_VENV) runs .pytest_cache

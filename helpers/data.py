@@ -22,6 +22,8 @@ import gzip
 import json
 import os
 import re
+import shutil
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -237,8 +239,14 @@ def load_hh(
     require_hub(f"load_hh({str(source)!r})")
     from datasets import load_dataset
 
+    from helpers.models import HubDownloadError, hub_error_advice
+
     sl = f"{split}[:{limit}]" if limit else split
-    ds = load_dataset(str(source), data_dir=data_dir, split=sl)
+    try:  # datasets builds every split of data_dir in a temporary folder and renames it when complete
+        ds = load_dataset(str(source), data_dir=data_dir, split=sl)
+    except Exception as e:  # missing repository or file, HTTP errors, a server gone midway: one clear message
+        raise HubDownloadError(hub_error_advice(e, f"loading dataset {source} (data_dir={data_dir!r}, "
+                                                   f"split {split!r})")) from e
     return [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in ds]
 
 
@@ -377,7 +385,7 @@ def resolve_hh(
     the note says why), a local ``.jsonl[.gz]`` file (split ``test_fraction`` deterministically by ``seed``), or
     ``"toy"`` (the offline default in ``data/``). ``limit``/``test_limit`` cap the rows read per split.
     """
-    from helpers.runtime import HubUnavailableError
+    from helpers.runtime import HubUnavailableError, hub_endpoint
 
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
@@ -395,7 +403,8 @@ def resolve_hh(
         try:
             raw = {"train": load_hh(source, data_dir=data_dir, split="train", limit=limit),
                    "test": load_hh(source, data_dir=data_dir, split="test", limit=test_limit)}
-            note = f"hub: {source} ({data_dir})"
+            note = (f"hub: {source} ({data_dir}) at {hub_endpoint()}: {len(raw['train'])} train / "
+                    f"{len(raw['test'])} test rows read")
         except HubUnavailableError as e:
             if source != DEFAULT_SOURCE:  # only the default falls back; any other source was asked for by name
                 raise
@@ -451,15 +460,19 @@ def save_splits(splits: HHSplits, out_dir: str | Path, *, request: dict[str, Any
     from helpers.quiet import progress_bars_off
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{time.time_ns()}")  # complete splits get the name, or nothing does
     with progress_bars_off():  # a second's work per split
         for split, ds in splits.data.items():
-            ds.save_to_disk(str(out / split))
+            ds.save_to_disk(str(tmp / split))
     report = {"source": splits.source, "note": splits.note, "toy_fingerprint": _toy_fingerprint(),
               "request": request, "rows": {s: len(r) for s, r in splits.raw.items()},
               "kept": {s: len(d) for s, d in splits.data.items()},
               "dropped": {s: dict(c) for s, c in splits.dropped.items()}}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
     return out
 
 

@@ -1,7 +1,9 @@
 """Where are we running? Colab or not, GPU and its precision, Unsloth, hub reachability -> offline/online mode.
 
-Every notebook prints ``banner()`` first. ``hub_reachable()`` honours ``HF_HUB_OFFLINE`` and never blocks for more
-than its timeout (DNS included), so the offline default kicks in within seconds when there is no network.
+Every notebook prints ``banner()`` first. ``hub_reachable()`` asks the hub the libraries will use (``HF_ENDPOINT``:
+a mirror or the course's local hub, else the public hub) with one cheap HTTP call, honours ``HF_HUB_OFFLINE``, and
+never blocks for more than its timeout (DNS included), so the offline default kicks in within seconds without network.
+``quick()`` says whether ``DPO_QUICK=1`` asks the notebooks to run shrunk (``make run-online`` in CI).
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import socket
 import sys
 import threading
 from dataclasses import dataclass
 
-__all__ = ["Runtime", "detect", "hub_reachable", "offline_forced", "precision_flags", "banner", "HubUnavailableError"]
+__all__ = ["Runtime", "detect", "hub_endpoint", "hub_problem", "hub_reachable", "require_hub", "offline_forced",
+           "quick", "precision_flags", "banner", "HubUnavailableError"]
 
-HUB_HOST = "huggingface.co"
+DEFAULT_ENDPOINT = "https://huggingface.co"  # huggingface_hub's default; HF_ENDPOINT overrides it
+# the cheap call that says "a hub answers here": SmolLM2's revision info (olah answers GET / with 500, so not "/")
+PROBE_PATH = "/api/models/HuggingFaceTB/SmolLM2-135M-Instruct/revision/main"
 _TRUE = {"1", "true", "yes", "on"}  # huggingface_hub's reading (case-insensitive); anything else is "not offline"
 
 
@@ -32,38 +36,64 @@ def offline_forced() -> bool:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _probe(host: str, timeout: float) -> bool:
-    result: list[bool] = []
+def quick() -> bool:
+    """``DPO_QUICK=1``: the notebooks shrink steps, rows, prompts and generated tokens (a smoke test of the code)."""
+    return os.environ.get("DPO_QUICK", "").strip().lower() in _TRUE
+
+
+def hub_endpoint() -> str:
+    """The hub the libraries talk to: ``HF_ENDPOINT`` (a mirror, a local hub), else the public hub."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(endpoint: str, timeout: float) -> str | None:
+    """``None`` when an HTTP server at ``endpoint`` answers ``PROBE_PATH`` within ``timeout`` with a status below
+    500 (401/404 still mean a hub is there), else why not (one line)."""
+    import urllib.error
+    import urllib.request
+
+    result: list[str | None] = []
 
     def attempt() -> None:
+        req = urllib.request.Request(endpoint + PROBE_PATH, method="GET", headers={"User-Agent": "dpo-course"})
         try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
+            with urllib.request.urlopen(req, timeout=timeout):
+                result.append(None)
+        except urllib.error.HTTPError as e:
+            result.append(None if e.code < 500 else f"{endpoint} answered HTTP {e.code}")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            why = getattr(e, "reason", e)
+            result.append(f"{endpoint} is not reachable ({why})")
 
     t = threading.Thread(target=attempt, daemon=True)  # daemon: a hung DNS lookup cannot keep us waiting
     t.start()
-    t.join(timeout)
-    return bool(result and result[0])
+    t.join(timeout + 0.5)
+    return result[0] if result else f"{endpoint} did not answer within {timeout:g} s (no network?)"
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Can we open a TCP connection to the hub within ``timeout`` seconds? False at once when offline is forced."""
+def hub_problem(timeout: float = 2.0) -> str | None:
+    """Why the hub cannot be used now (``None``: it can): offline forced, or the endpoint's probe failed."""
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     if offline_forced():
-        return False
-    return _probe(HUB_HOST, float(timeout))
+        return "HF_HUB_OFFLINE is set"
+    return _probe(hub_endpoint(), float(timeout))
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Does the configured hub (``hub_endpoint()``) answer within ``timeout`` seconds? False at once when offline
+    is forced. The answer is cached per endpoint for the process (``_probe.cache_clear()`` forgets it)."""
+    return hub_problem(timeout) is None
 
 
 def require_hub(what: str, timeout: float = 2.0) -> None:
     """Raise ``HubUnavailableError`` naming ``what`` unless the hub is usable."""
-    if offline_forced():
+    problem = hub_problem(timeout)
+    if problem == "HF_HUB_OFFLINE is set":
         raise HubUnavailableError(f"{what}: HF_HUB_OFFLINE is set, so the hub is not used (offline mode)")
-    if not hub_reachable(timeout):
-        raise HubUnavailableError(f"{what}: {HUB_HOST} is not reachable within {timeout:.0f} s (no network?)")
+    if problem is not None:
+        raise HubUnavailableError(f"{what}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +152,7 @@ def banner(rt: Runtime | None = None, *, model: str | None = None) -> str:
     prec = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32 (CPU)"
     gpu = f"{rt.gpu_name} (compute capability {rt.compute_capability[0]}.{rt.compute_capability[1]})" \
         if rt.gpu_name else "none: running on CPU"
-    why = "" if rt.hub else (" (HF_HUB_OFFLINE is set)" if offline_forced() else f" ({HUB_HOST} unreachable)")
+    why = f" ({hub_endpoint()})" if rt.hub else f" ({hub_problem() or 'hub not checked'})"
     lines = [
         "=" * 64,
         f" where      : {'Google Colab' if rt.on_colab else 'local machine'}",
@@ -133,5 +163,10 @@ def banner(rt: Runtime | None = None, *, model: str | None = None) -> str:
     ]
     if model:
         lines.append(f" model      : {model}")
+    if rt.hub and os.environ.get("DPO_HUB_NOTE"):  # set by `make run-online` when it serves its own local hub
+        lines.append(f" hub        : {os.environ['DPO_HUB_NOTE']}")
+    if quick():
+        lines.append(" DPO_QUICK  : on: steps, rows, prompts and generated tokens are shrunk to a smoke test (CI);")
+        lines.append("              the numbers below show that the code runs, not what DPO does")
     lines.append("=" * 64)
     return "\n".join(lines)

@@ -4,17 +4,27 @@ Each notebook runs in its own kernel with the notebooks/ folder as working direc
 and the environment variable ``DPO_RUN_DIR`` pointing at the run directory; a notebook that measures something
 for the summary writes ``$DPO_RUN_DIR/metrics/<notebook stem>.json``. The runner writes the executed notebooks,
 ``summary.json`` (mode, per-notebook seconds/ok, the notebooks' metrics) and points ``runs/latest`` at the run.
-A failing notebook stops nothing else from being recorded, but makes the process exit 1 and names the cell.
+A failing notebook stops nothing else from being recorded, but makes the process exit 1 and names the cell; so do
+a cell that runs into the per-cell timeout and a runner that waited more than a minute between two cells
+(``helpers.nbexec``). Every cell's own time and the wait before it are in ``summary.json`` and in the executed
+notebook (``metadata.dpo_course`` of each cell).
 
-    python -m helpers.suite [--notebooks notebooks/01_*.ipynb ...] [--runs-dir runs] [--timeout 600]
+``--online`` (``make run-online``) runs the notebooks' online branch: against ``HF_ENDPOINT`` when it is set, else
+against a local hub started for the run (``helpers.hub``), always with a fresh ``HF_HOME``; a notebook that fell
+back to the offline default fails. ``DPO_QUICK=1`` (the notebooks read it) shrinks every long loop.
+
+    python -m helpers.suite [--online] [--notebooks notebooks/01_*.ipynb ...] [--runs-dir runs] [--timeout 600]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -48,6 +58,7 @@ class NotebookResult:
     seconds: float
     failed_cell: int | None = None  # 0-based index among all cells
     error: str | None = None
+    cells: list[dict] | None = None  # per executed cell: index, own seconds, runner's wait before it
 
 
 def _failing_cell(nb) -> tuple[int | None, str | None]:
@@ -85,21 +96,34 @@ def output_problems(nb) -> list[str]:
 
 
 def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 600) -> NotebookResult:
-    """Execute ``path`` in a fresh kernel, save the executed copy to ``out_path``."""
+    """Execute ``path`` in a fresh kernel, save the executed copy to ``out_path``.
+
+    The client is ``helpers.nbexec.CourseNotebookClient`` (no silent waits on a missed kernel message); a cell that
+    runs into ``timeout`` fails the notebook naming that cell, and so does a gap of more than ``MAX_GAP_S`` between
+    one cell's reply and the next cell's start. ``cells`` in the result holds every cell's own run time and the
+    runner's wait before it (also written into each executed cell's ``metadata.dpo_course``).
+    """
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    from helpers.nbexec import CourseNotebookClient, cell_timings, stall_problems, timeout_cell
 
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("DPO_RUN_DIR")
     os.environ["DPO_RUN_DIR"] = str(run_dir.resolve())  # inherited by the kernel process
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = CourseNotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                  resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     ok, cell, err = True, None, None
     try:
         client.execute()
-    except (CellExecutionError, CellTimeoutError) as e:
+    except CellTimeoutError as e:
+        ok, cell = False, timeout_cell(nb)
+        text = nb.cells[cell].source.strip() if cell is not None else ""
+        first = text.splitlines()[0][:80] if text else ""
+        err = (f"CellTimeoutError: cell {cell} ({first!r}) ran into the {timeout} s timeout: "
+               f"{str(e).strip().splitlines()[0][:200]}")
+    except CellExecutionError as e:
         ok = False
         cell, err = _failing_cell(nb)
         err = err or f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
@@ -111,12 +135,15 @@ def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 60
         else:
             os.environ["DPO_RUN_DIR"] = env_before
     seconds = time.perf_counter() - t0
+    timings = cell_timings(nb)
+    for t in timings:  # visible in the executed notebook itself
+        nb.cells[t["cell"]].metadata["dpo_course"] = {"seconds": t["seconds"], "wait_before": t["wait_before"]}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_path)
-    problems = output_problems(nb)
+    problems = [f"unclean output: {x}" for x in output_problems(nb)] + [f"stalled: {x}" for x in stall_problems(nb)]
     if ok and problems:
-        ok, err = False, "unclean output: " + "; ".join(problems)
-    return NotebookResult(path.name, ok, round(seconds, 2), cell, err)
+        ok, err = False, "; ".join(problems)
+    return NotebookResult(path.name, ok, round(seconds, 2), cell, err, cells=timings)
 
 
 def digest(summary: dict) -> dict:
@@ -142,8 +169,13 @@ def digest(summary: dict) -> dict:
     return out
 
 
-def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> tuple[Path, dict]:
-    """Run ``notebooks`` in order into a new ``runs_dir/<timestamp>``; return (run_dir, summary)."""
+def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600, online: bool = False,
+              hub: dict | None = None) -> tuple[Path, dict]:
+    """Run ``notebooks`` in order into a new ``runs_dir/<timestamp>``; return (run_dir, summary).
+
+    ``online``: the environment already points at a hub (``online_session``); every notebook must then have run
+    online, from the hub or the HF cache this run filled: one that fell back to the offline default or to the
+    packaged model fails. ``hub`` is recorded in the summary (endpoint, whether the runner started it, note)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / stamp
     n = 1
@@ -160,30 +192,93 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600) -> t
         print(f"NOTE: {latest} was a folder, not the link this runner keeps; moved it to {aside.name}")
     latest.symlink_to(run_dir.name)
 
-    from helpers.runtime import offline_forced
+    from helpers.runtime import offline_forced, quick
 
     offline = offline_forced()  # the same reading of HF_HUB_OFFLINE & co. as the notebooks' runtime banner
-    summary: dict = {"mode": "offline" if offline else "auto", "started": stamp, "notebooks": {}}
+    summary: dict = {"mode": "online" if online else "offline" if offline else "auto", "quick": quick(),
+                     "started": stamp, "notebooks": {}}
+    if hub is not None:
+        summary["hub"] = hub
     results = []
     for nb_path in notebooks:
         print(f"[run] {nb_path.name} ...", flush=True)
         res = run_notebook(nb_path, run_dir / nb_path.name, run_dir=run_dir, timeout=timeout)
+        metrics_file = run_dir / "metrics" / f"{nb_path.stem}.json"
+        if online and res.ok and metrics_file.exists():
+            wrong = not_online(json.loads(metrics_file.read_text()))
+            if wrong:
+                res.ok, res.error = False, f"asked to run online, but {wrong}"
         results.append(res)
         summary["notebooks"][nb_path.stem] = asdict(res)
-        print(f"[run] {nb_path.name}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s"
-              + ("" if res.ok else f"\n      {res.error}"), flush=True)
+        slowest = max(res.cells or [{"cell": None, "seconds": 0.0}], key=lambda t: t["seconds"])
+        print(f"[run] {nb_path.name}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s (slowest cell "
+              f"{slowest['cell']}: {slowest['seconds']:.1f} s)" + ("" if res.ok else f"\n      {res.error}"),
+              flush=True)
     for f in sorted((run_dir / "metrics").glob("*.json")):
         summary[f.stem] = json.loads(f.read_text())
     if not notebooks:
         summary["note"] = "no notebooks found: nothing was executed"
     summary["seconds_total"] = round(sum(r.seconds for r in results), 2)
     summary.update(digest(summary))
+    if online:
+        summary["mode"] = "online"  # digest's mode comes from the notebooks; not_online checked each one
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary
 
 
+def not_online(metrics: dict) -> str | None:
+    """Why a notebook's metrics show it did not run online (None: it did): its ``mode``, or a model source that is
+    not the hub or the Hugging Face cache (the packaged copy, the toy model)."""
+    if metrics.get("mode") not in (None, "online"):
+        return f"it ran in mode {metrics['mode']!r}"
+    if metrics.get("source") == "toy":
+        return "its data fell back to the offline default (the toy world)"
+    src = metrics.get("model_source")
+    if src is not None and not str(src).startswith(("hub:", "Hugging Face cache")):
+        return f"its model came from {str(src)[:120]!r}, not from the hub or the HF cache it filled"
+    return None
+
+
+@contextlib.contextmanager
+def online_session(run_root: Path):
+    """The environment of an online run, restored afterwards: ``HF_ENDPOINT`` as set, else a ``LocalHub`` started
+    here (and stopped at the end, also on Ctrl-C or an error); a fresh ``HF_HOME`` under ``run_root`` (so every model
+    and dataset comes from this hub, and nothing of it lands in your own cache), deleted afterwards; offline
+    switches and ``DPO_HH_SOURCE`` removed. Yields the ``hub`` record for the summary."""
+    from helpers.hub import HUB_ENV, LocalHub, client_env
+
+    saved = dict(os.environ)
+    hf_home = Path(tempfile.mkdtemp(prefix="hf-home-", dir=run_root))
+    local = None
+    try:
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DPO_HH_SOURCE", "DPO_HUB_NOTE"):
+            if k in os.environ and k != "DPO_HUB_NOTE":
+                print(f"NOTE: {k}={os.environ[k]} is not used in an online run")
+            os.environ.pop(k, None)
+        if os.environ.get("HF_ENDPOINT"):
+            endpoint = os.environ["HF_ENDPOINT"].rstrip("/")
+            hub = {"endpoint": endpoint, "started_by_runner": False, "note": "HF_ENDPOINT as set"}
+            os.environ.update({"HF_HOME": str(hf_home), **{k: v for k, v in HUB_ENV.items() if k not in os.environ}})
+        else:
+            local = LocalHub().start()
+            endpoint = local.endpoint
+            hub = {"endpoint": endpoint, "started_by_runner": True, "note": local.note}
+            os.environ.update({**client_env(endpoint, hf_home), "DPO_HUB_NOTE": local.note})
+        print(f"[run] online against {endpoint} ({hub['note']}); HF_HOME={hf_home}", flush=True)
+        yield hub
+    finally:
+        if local is not None:
+            local.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(hf_home, ignore_errors=True)
+
+
 def _print_table(run_dir: Path, summary: dict) -> None:
-    print(f"\nrun dir: {run_dir}  (runs/latest -> {run_dir.name}), mode: {summary['mode']}")
+    quick = " (DPO_QUICK: shrunk)" if summary.get("quick") else ""
+    print(f"\nrun dir: {run_dir}  (runs/latest -> {run_dir.name}), mode: {summary['mode']}{quick}")
+    if summary.get("hub"):
+        print(f"hub: {summary['hub']['endpoint']} ({summary['hub']['note']})")
     print(f"{'notebook':<40} {'ok':>4} {'seconds':>8}  model (parameters, tokenizer vocabulary)")
     for name, r in summary["notebooks"].items():
         m = summary.get("models", {}).get(name)
@@ -215,13 +310,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notebooks", nargs="*", type=Path, help="default: notebooks/[0-9]*.ipynb in order")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    p.add_argument("--online", action="store_true",
+                   help="run online: against HF_ENDPOINT if set, else a local hub started here (make run-online)")
     a = p.parse_args(argv)
     notebooks = a.notebooks if a.notebooks is not None else sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     for nb in notebooks:
         if not nb.is_file():
             p.error(f"--notebooks: no such notebook {nb}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the main job is the offline default
-    run_dir, summary = run_suite(notebooks, a.runs_dir, timeout=a.timeout)
+    if a.online:
+        from helpers.hub import HubError
+
+        a.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with online_session(a.runs_dir) as hub:
+                run_dir, summary = run_suite(notebooks, a.runs_dir, timeout=a.timeout, online=True, hub=hub)
+        except HubError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the main job is the offline default
+        run_dir, summary = run_suite(notebooks, a.runs_dir, timeout=a.timeout)
     _print_table(run_dir, summary)
     return 0 if all(r["ok"] for r in summary["notebooks"].values()) else 1
 

@@ -1,0 +1,186 @@
+"""The online code path against the local hub (helpers.hub): it serves what the notebooks load, the mode follows
+HF_ENDPOINT, and every hub failure is a clear error or the documented offline fallback, with nothing half-written
+reused afterwards. Failures are injected by a proxy in front of the hub (tests/hubproxy.py); clients run in
+subprocesses because huggingface_hub and datasets read HF_ENDPOINT when they are imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import runtime
+from helpers.hub import DATASET_REPO, MODEL_REPO, SHARED_HH, LocalHub, client_env, free_port
+from tests.hubproxy import FaultProxy
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not SHARED_HH.exists(), reason="needs ../shared/data/hh-rlhf (the CI layout)")
+_OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DPO_HH_SOURCE")
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with LocalHub() as h:
+        yield h
+
+
+def client(code: str, endpoint: str, hf_home: Path, timeout: int = 240) -> dict:
+    """Run ``code`` in a fresh interpreter pointed at ``endpoint``; it sets ``result`` (a dict), returned here."""
+    env = {k: v for k, v in os.environ.items() if k not in _OFFLINE}
+    env.update(client_env(endpoint, hf_home))
+    wrapped = ("import json\nresult = {}\ntry:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+               + "except Exception as e:\n    result['error'] = type(e).__name__\n    result['message'] = str(e)\n"
+               "print('RESULT ' + json.dumps(result, default=str))\n")
+    out = subprocess.run([sys.executable, "-c", wrapped], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, f"client printed no result (rc {out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    return json.loads(line[len("RESULT "):])
+
+
+LOAD_MODEL = f"""
+from helpers.models import resolve_source
+path, desc = resolve_source({MODEL_REPO!r})
+result['desc'] = desc
+from pathlib import Path
+result['weights_bytes'] = (Path(path) / 'model.safetensors').stat().st_size
+"""
+
+LOAD_DATA = f"""
+from helpers.data import load_hh
+result['train'] = len(load_hh({DATASET_REPO!r}, split='train'))
+result['test'] = len(load_hh({DATASET_REPO!r}, split='test'))
+"""
+
+
+def served_weights(hub) -> int:
+    return (hub.root / "mirrors" / "models" / MODEL_REPO / "model.safetensors").stat().st_size
+
+
+def test_the_local_hub_serves_the_model_the_tokenizer_and_the_dataset(hub, tmp_path):
+    r = client(LOAD_MODEL + LOAD_DATA + f"""
+from helpers.models import load_model, describe_model
+from helpers.runtime import banner, detect
+m, tok = load_model({MODEL_REPO!r}, use_unsloth=False, lora=None)
+result['info'] = describe_model(m, tok, {MODEL_REPO!r})
+result['again'] = resolve_source({MODEL_REPO!r})[1]
+result['banner'] = banner(detect())
+""", hub.endpoint, tmp_path / "hf")
+    assert "error" not in r, r
+    assert r["desc"].startswith(f"hub: {MODEL_REPO} ({hub.endpoint})"), r["desc"]
+    assert r["weights_bytes"] == served_weights(hub)
+    assert r["again"].startswith("Hugging Face cache"), "the second load comes from the HF cache the first filled"
+    assert r["info"]["model_parameters"] == 134_515_008 and r["info"]["tokenizer_vocab"] == 49152
+    assert (r["train"], r["test"]) == (1000, 200)
+    assert f"mode       : online ({hub.endpoint})" in r["banner"]
+
+
+def test_hub_reachable_follows_hf_endpoint_and_offline_wins(hub, monkeypatch):
+    for k in _OFFLINE:
+        monkeypatch.delenv(k, raising=False)
+    runtime._probe.cache_clear()
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    assert runtime.hub_reachable() and runtime.hub_endpoint() == hub.endpoint
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    assert not runtime.hub_reachable(timeout=1.0)
+    assert closed in runtime.hub_problem(timeout=1.0)
+    with FaultProxy(hub.endpoint) as proxy:
+        proxy.on(r"^/api/models/", ("status", 500))
+        monkeypatch.setenv("HF_ENDPOINT", proxy.endpoint)
+        assert runtime.hub_problem() == f"{proxy.endpoint} answered HTTP 500"
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert runtime.hub_problem() == "HF_HUB_OFFLINE is set"
+    runtime._probe.cache_clear()
+
+
+def test_hub_stopped_before_the_run_falls_back_to_the_offline_default_and_says_so(monkeypatch, capsys):
+    from helpers.data import resolve_hh
+    from helpers.models import resolve_source
+
+    for k in _OFFLINE:
+        monkeypatch.delenv(k, raising=False)
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    runtime._probe.cache_clear()
+    try:
+        splits = resolve_hh()
+        assert splits.source == "toy" and closed in splits.note
+        assert "Falling back to the offline default" in capsys.readouterr().out
+        path, desc = resolve_source(MODEL_REPO)
+        assert desc.startswith("packaged copy") and closed in desc
+        with pytest.raises(runtime.HubUnavailableError, match=closed.replace(".", r"\.")):
+            resolve_source("someone/other-model")
+    finally:
+        runtime._probe.cache_clear()
+
+
+def test_server_gone_midway_is_a_clear_error_and_the_partial_download_is_not_reused(hub, tmp_path):
+    home = tmp_path / "hf"
+    with FaultProxy(hub.endpoint) as proxy:
+        proxy.on(r"/resolve/[^/]+/model\.safetensors", ("cut", 5_000_000))
+        r = client(LOAD_MODEL, proxy.endpoint, home)
+        assert r.get("error") == "HubDownloadError", (r, proxy.hits)
+        assert proxy.endpoint in r["message"] and "rerun" in r["message"] and "HF_HUB_OFFLINE=1" in r["message"]
+        assert any("cut after" in h for h in proxy.hits)
+        proxy.reset()
+        again = client(LOAD_MODEL, proxy.endpoint, home)
+    assert "error" not in again, again
+    assert again["desc"].startswith("hub:"), "an unfinished snapshot must not pass as the HF cache"
+    assert again["weights_bytes"] == served_weights(hub)
+
+
+def test_a_missing_model_file_is_a_clear_error(hub, tmp_path):
+    with FaultProxy(hub.endpoint) as proxy:
+        proxy.on(r"/resolve/[^/]+/model\.safetensors", ("status", 404))
+        r = client(LOAD_MODEL, proxy.endpoint, tmp_path / "hf")
+    assert r.get("error") == "HubDownloadError", r
+    assert "lacks a file" in r["message"] and proxy.endpoint in r["message"], r["message"]
+
+
+def test_a_missing_dataset_is_a_clear_error_not_a_silent_fallback(hub, tmp_path):
+    with FaultProxy(hub.endpoint) as proxy:
+        proxy.on(r"^/(api/)?datasets/Anthropic/hh-rlhf", ("status", 404))
+        r = client("from helpers.data import resolve_hh\nresolve_hh()", proxy.endpoint, tmp_path / "hf")
+    assert r.get("error") == "HubDownloadError", r
+    assert DATASET_REPO in r["message"] and proxy.endpoint in r["message"], r["message"]
+
+
+def test_a_server_error_on_a_split_then_a_clean_rerun_reads_every_row(hub, tmp_path):
+    home = tmp_path / "hf"
+    with FaultProxy(hub.endpoint) as proxy:
+        proxy.on(r"helpful-base/test\.jsonl\.gz", ("status", 500))
+        r = client(LOAD_DATA, proxy.endpoint, home)
+        assert r.get("error") == "HubDownloadError", (r, proxy.hits)
+        assert "HTTP 500" in r["message"] or "500" in r["message"], r["message"]
+        proxy.reset()
+        again = client(LOAD_DATA, proxy.endpoint, home)
+    assert (again.get("train"), again.get("test")) == (1000, 200), again
+
+
+def test_saved_splits_are_all_or_nothing(tmp_path, monkeypatch):
+    """A save that dies midway (here: on the test split) leaves no splits folder, so nothing partial is reused."""
+    import datasets
+
+    from helpers.data import TOY, load_or_build_splits, resolve_hh, save_splits
+
+    splits = resolve_hh(TOY)
+    real = datasets.Dataset.save_to_disk
+
+    def dies_on_test(self, path, *a, **kw):
+        if Path(path).name == "test":
+            raise OSError(28, "No space left on device")
+        return real(self, path, *a, **kw)
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", dies_on_test)
+    with pytest.raises(OSError, match="No space"):
+        save_splits(splits, tmp_path / "02_hh")
+    assert not (tmp_path / "02_hh").exists()
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", real)
+    loaded = load_or_build_splits(tmp_path / "02_hh", source=TOY)
+    assert len(loaded["train"]) == len(splits.data["train"]) and len(loaded["test"]) == len(splits.data["test"])
