@@ -184,3 +184,48 @@ def test_saved_splits_are_all_or_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", real)
     loaded = load_or_build_splits(tmp_path / "02_hh", source=TOY)
     assert len(loaded["train"]) == len(splits.data["train"]) and len(loaded["test"]) == len(splits.data["test"])
+
+
+NB02 = ROOT / "notebooks" / "02_hh_rlhf_formatting.ipynb"
+
+
+def _online_suite(tmp_path, monkeypatch, endpoint: str | None):
+    from helpers import suite
+
+    for k in _OFFLINE:
+        monkeypatch.delenv(k, raising=False)
+    if endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    else:
+        monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    rc = suite.main(["--online", "--notebooks", str(NB02), "--runs-dir", str(tmp_path / "runs")])
+    summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
+    assert os.environ.get("HF_ENDPOINT") == endpoint  # the runner restores the environment it changed
+    return rc, summary
+
+
+def test_run_online_uses_the_hub_hf_endpoint_names_and_its_data(tmp_path, monkeypatch):
+    """Another hub-compatible server (here a second local hub with other rows): the runner starts none of its own,
+    notebook 02 reads that server's rows, and its metrics name the server, the dataset and the row counts."""
+    rows = [line for line in SHARED_HH.read_text().splitlines() if line.strip()][:300]
+    (tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    with LocalHub(tmp_path / "other-hub", rows_file=tmp_path / "rows.jsonl") as other:
+        rc, summary = _online_suite(tmp_path, monkeypatch, other.endpoint)
+    assert rc == 0, summary["notebooks"]
+    assert summary["mode"] == "online" and summary["hub"]["endpoint"] == other.endpoint
+    assert summary["hub"]["started_by_runner"] is False
+    m = summary["02_hh_rlhf_formatting"]
+    assert m["data"]["source"] == DATASET_REPO and m["data"]["rows_read"] == {"train": 100, "test": 200}
+    assert other.endpoint in m["data"]["note"] and other.endpoint in m["model_source"]
+    assert not list((tmp_path / "runs").glob("hf-home-*")), "the run's fresh HF_HOME is removed afterwards"
+
+
+def test_run_online_fails_a_notebook_that_fell_back_offline(tmp_path, monkeypatch):
+    """The hub stopped before the run: notebook 02 falls back to the toy world (said in its output), and the online
+    runner reports that notebook as failed instead of passing an offline run off as online."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    rc, summary = _online_suite(tmp_path, monkeypatch, closed)
+    r = summary["notebooks"]["02_hh_rlhf_formatting"]
+    assert rc == 1 and r["ok"] is False and "fell back to the offline default" in r["error"], r
+    executed = (tmp_path / "runs" / "latest" / "02_hh_rlhf_formatting.ipynb").read_text()
+    assert "Falling back to the offline default" in executed and closed in executed

@@ -58,3 +58,12 @@ def test_ci_calls_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci and "make test" in readme and "make run" in readme
+
+
+def test_ci_runs_the_online_track_and_the_hub_stays_out_of_the_course_stack():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "DPO_QUICK=1 make run-online" in ci
+    hub = _pins((ROOT / "requirements-hub.txt").read_text())
+    assert hub == {"olah": "0.5.4"}  # the local hub's seed files are olah 0.5.4 internals
+    for f in REQ_FILES + ["requirements-colab.txt", "requirements-colab-nodeps.txt"]:
+        assert "olah" not in _pins((ROOT / f).read_text()), f"{f}: olah lives in .venv-hub only"

@@ -84,3 +84,82 @@ def test_digest_holds_the_summary_keys_make_run_promises():
                                                     "model_source": "packaged", "model_parameters": 134_515_008,
                                                     "tokenizer_vocab": 49152}}
     assert suite.digest({"mode": "online"})["dpo"]["heldout_reward_accuracy"] is None  # absent, not invented
+
+
+def test_a_cell_that_runs_into_the_timeout_fails_the_notebook_naming_the_cell(tmp_path):
+    nb = _write(tmp_path / "01_waits.ipynb", "x = 1", "import time\ntime.sleep(60)", "y = 2")
+    res = suite.run_notebook(nb, tmp_path / "out.ipynb", run_dir=tmp_path, timeout=3)
+    assert res.ok is False and res.failed_cell == 2, res
+    assert "cell 2" in res.error and "3 s timeout" in res.error and "time.sleep" not in res.error.split("timeout")[0]
+
+
+def test_executed_notebooks_carry_per_cell_times_and_the_runner_wait(tmp_path):
+    nb = _write(tmp_path / "01_t.ipynb", "import time\ntime.sleep(0.3)", "z = 3")
+    res = suite.run_notebook(nb, tmp_path / "out.ipynb", run_dir=tmp_path, timeout=60)
+    assert res.ok, res.error
+    assert [c["cell"] for c in res.cells] == [1, 2] and res.cells[0]["seconds"] >= 0.3
+    assert res.cells[0]["wait_before"] is None and 0 <= res.cells[1]["wait_before"] < 5
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[1].metadata["dpo_course"]["seconds"] == res.cells[0]["seconds"]
+
+
+def test_stall_problems_name_a_long_wait_between_two_cells():
+    from helpers.nbexec import stall_problems
+
+    nb = new_notebook(cells=[new_code_cell("a"), new_code_cell("b"), new_code_cell("c")])
+    times = [("00:00:00", "00:00:05"), ("00:00:05.2", "00:00:09"), ("00:10:09", "00:10:10")]  # 600 s before cell 2
+    for cell, (start, reply) in zip(nb.cells, times, strict=True):
+        cell.metadata["execution"] = {"iopub.execute_input": f"2026-11-29T{start}Z",
+                                      "shell.execute_reply": f"2026-11-29T{reply}Z"}
+    problems = stall_problems(nb)
+    assert len(problems) == 1 and problems[0].startswith("cell 2: the runner waited 600 s"), problems
+
+
+def test_a_missed_wake_up_costs_at_most_one_poll_slice(monkeypatch):
+    """pyzmq's async poll that misses the socket's edge returns the waiting message only at its deadline; the
+    course client's waits are cut into slices, each ending with that check."""
+    import asyncio
+    import time
+    from queue import Empty
+
+    from helpers import nbexec
+
+    arrived = time.monotonic() + 0.2  # the reply arrives 0.2 s after the wait starts, and the wake-up is missed
+
+    async def missed_edge_get_msg(timeout=None):
+        if time.monotonic() >= arrived:
+            return {"msg": "reply"}
+        await asyncio.sleep(timeout)  # no wake-up: only the check at the deadline sees the message
+        if time.monotonic() >= arrived:
+            return {"msg": "reply"}
+        raise Empty
+
+    monkeypatch.setattr(nbexec, "POLL_SLICE_S", 0.25)
+    t0 = time.monotonic()
+    assert asyncio.run(nbexec._sliced(missed_edge_get_msg)(timeout=30)) == {"msg": "reply"}
+    assert time.monotonic() - t0 < 1.0  # not 30 s
+
+    async def never(timeout=None):
+        await asyncio.sleep(timeout)
+        raise Empty
+
+    t0 = time.monotonic()
+    with pytest.raises(Empty):  # a real timeout is still a timeout, after about its own length
+        asyncio.run(nbexec._sliced(never)(timeout=0.6))
+    assert 0.5 < time.monotonic() - t0 < 1.5
+
+
+def test_nbmake_runs_notebooks_with_the_course_client():
+    import nbmake.nb_run
+
+    from helpers.nbexec import CourseNotebookClient
+
+    assert nbmake.nb_run.NotebookClient is CourseNotebookClient  # installed by the repository's conftest.py
+
+
+def test_not_online_reads_the_mode_the_data_and_the_model_source():
+    assert suite.not_online({"mode": "online", "model_source": "hub: x (http://127.0.0.1:1)"}) is None
+    assert suite.not_online({"model_source": "Hugging Face cache: x (/tmp/a)"}) is None
+    assert "mode 'offline'" in suite.not_online({"mode": "offline"})
+    assert "toy world" in suite.not_online({"source": "toy", "model_source": "hub: x"})
+    assert "packaged" in suite.not_online({"model_source": "packaged copy of x (no hub: ...)"})
