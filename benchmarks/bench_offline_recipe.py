@@ -44,7 +44,7 @@ def run(name: str, changes: dict, workdir: Path) -> dict:
     prompts = chat_prompts(resolve_hh(TOY).data["test"])[:PROMPTS]
     rows = generate_side_by_side(m["model"], m["tokenizer"], prompts, decoding=TOY_DECODING, seed=0)
     score = {s: [toy_reward(x[s]) for x in rows] for s in ("policy", "reference")}
-    bad = {s: [malformed_reason(x[s]) is not None for x in rows] for s in ("policy", "reference")}
+    bad = {s: [malformed_reason(x[s], rules="toy") is not None for x in rows] for s in ("policy", "reference")}
     return {"config": name, "recipe": r.to_dict(), "heldout_reward_accuracy": m["after"]["rewards/accuracies"],
             "delta_logps_chosen": m["after"]["delta_logps/chosen"],
             "delta_logps_rejected": m["after"]["delta_logps/rejected"], "prompts": len(rows),

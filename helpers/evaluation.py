@@ -89,11 +89,12 @@ def chat_prompts(dataset) -> list[list[dict[str, str]]]:
 
 def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_new_tokens: int = 32,
                      do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                     batch_size: int = 32, reference: bool = False) -> list[str]:
+                     batch_size: int = 32, reference: bool = False, return_stopped: bool = False):
     """Generate one response per prompt (chat template + generation prompt), decoded without special tokens.
 
     Sampling is seeded (``seed``) so that a reference and a policy see the same random stream per batch.
-    ``reference=True`` samples with the LoRA adapters disabled.
+    ``reference=True`` samples with the LoRA adapters disabled. Returns the responses (``list[str]``), and with
+    ``return_stopped`` also, per response, whether it ended at eos (False: cut by ``max_new_tokens``).
     """
     import torch
 
@@ -106,6 +107,7 @@ def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, m
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge
     responses: list[str] = []
+    stopped: list[bool] = []
     was_training = model.training
     model.eval()
     try:
@@ -121,10 +123,11 @@ def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, m
                 gen = model.generate(**enc, **kw)
                 new = gen[:, enc["input_ids"].shape[1]:]
                 responses += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+                stopped += [tokenizer.eos_token_id in row for row in new.tolist()]  # pad after eos is eos too
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return responses
+    return (responses, stopped) if return_stopped else responses
 
 
 def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n_samples: int = 1,
@@ -137,7 +140,8 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
     sequence-level KL(pi || pi_ref) (of responses cut at ``max_new_tokens``). A response ends at its first eos
     token (included in the score).
 
-    Returns ``{"texts": [N*n_samples], "policy_logps": (M,), "ref_logps": (M,), "tokens": (M,)}``, prompt-major.
+    Returns ``{"texts": [N*n_samples], "policy_logps": (M,), "ref_logps": (M,), "tokens": (M,), "stopped": (M,)}``,
+    prompt-major; ``stopped`` (bool) says whether a response ended at eos rather than at ``max_new_tokens``.
     """
     import torch
 
@@ -155,7 +159,7 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
     tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
-    out: dict[str, list] = {"texts": [], "policy_logps": [], "ref_logps": [], "tokens": []}
+    out: dict[str, list] = {"texts": [], "policy_logps": [], "ref_logps": [], "tokens": [], "stopped": []}
     try:
         with torch.no_grad():
             for b, idx in enumerate(_batches(len(texts), batch_size)):
@@ -176,6 +180,7 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
                     n_prompt.append(len(prompt))
                     out["texts"].append(tokenizer.decode(resp, skip_special_tokens=True).strip())
                     out["tokens"].append(len(resp))
+                    out["stopped"].append(eos in ids)
                 input_ids, attn, labels = pad_and_mask(seqs, n_prompt, tokenizer.pad_token_id)
                 input_ids, attn, labels = input_ids.to(device), attn.to(device), labels.to(device)
                 for key, ref in (("policy_logps", False), ("ref_logps", True)):

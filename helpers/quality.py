@@ -1,32 +1,56 @@
-"""Is a generated answer well-formed? A cheap, explicit check applied to both sides of every comparison.
+"""Is a generated answer broken? A cheap, explicit check applied to both sides of every comparison.
 
 Scores that only count markers (``helpers.toy.toy_reward``) or that come from the model itself (the implicit reward)
-rate broken text as readily as good text. ``malformed_reason`` names what is wrong with an answer, or returns None:
+rate broken text as readily as good text. ``malformed_reason(text)`` names what is broken, or returns None.
+
+**Real text** (the default; SmolLM2, HH-RLHF) flags only what no fluent answer does. A role word inside a sentence
+("the system must be booted"), a line break (a numbered list) or an answer cut by ``max_new_tokens`` is not broken:
 
 - ``empty``: nothing but whitespace;
-- ``starts_with_non_letter``: the first character is not a letter or digit (e.g. "!", a stray quote);
-- ``unfinished``: it does not end with ".", "!" or "?" (cut mid-sentence, or ran out of tokens);
-- ``line_break``: it holds a line break (a second turn, a list spilling over);
-- ``role_word``: it contains a chat role word ("user", "assistant", "system", "Human:", "Assistant:") as a word.
+- ``no_letters``: no letter or digit at all ("!", "...", a lone quote);
+- ``chat_marker``: a chat-template token leaked into the text (``<|im_start|>``, ``<|im_end|>``, ``</s>``, ...);
+- ``role_turn``: the answer goes on to write another turn: a line that is a role label ("user", "Assistant:",
+  "Human: ...") as the ChatML template leaves it once its special tokens are stripped;
+- ``repetition``: one 3-word phrase repeated 4+ times and covering at least 40% of the words (a degenerate loop).
+
+An answer that ran out of tokens is **truncated**, counted apart (``malformed_report(..., stopped=...)``), since
+whether it is cut depends on ``max_new_tokens``, not on the model. Judge breakage relative to the reference model on
+the same prompts and decoding (``excess_rate``): a small model writes some broken answers before any training.
+
+**The toy world** (``rules="toy"``, asked for explicitly) keeps its strict rules, right for its one-line answers:
+``empty``, ``starts_with_non_letter``, ``unfinished`` (not ending in ".", "!" or "?"), ``line_break``, ``role_word``
+(a role word anywhere). Calibration on real text: ``benchmarks/bench_quality_calibration.py`` and its results file.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-__all__ = ["REASONS", "malformed_reason", "is_malformed", "malformed_report"]
+__all__ = ["REASONS", "TOY_REASONS", "RULES", "malformed_reason", "is_malformed", "malformed_report", "calibration",
+           "excess_rate"]
 
-REASONS = ("empty", "starts_with_non_letter", "unfinished", "line_break", "role_word")
+REASONS = ("empty", "no_letters", "chat_marker", "role_turn", "repetition")  # real text, checked in this order
+TOY_REASONS = ("empty", "starts_with_non_letter", "unfinished", "line_break", "role_word")
+RULES = ("real", "toy")
 _ROLE = re.compile(r"\b(?:user|assistant|system|human)\b", re.IGNORECASE)
+_MARKER = re.compile(r"<\|[a-z_]+\|>|</?s>|\[/?INST\]|<start_of_turn>|<end_of_turn>", re.IGNORECASE)
+_TURN = re.compile(r"(?im)^[ \t]*(?:user|assistant|system|human)[ \t]*(?::|$)")
+_WORD = re.compile(r"\w+")
 
 
-def malformed_reason(text: str) -> str | None:
-    """The first reason (in ``REASONS`` order) that ``text`` is malformed, or None when it is well-formed."""
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a string, got {type(text).__name__}")
-    s = text.strip()
+def _repetition(s: str) -> bool:
+    words = _WORD.findall(s.lower())
+    if len(words) < 12:
+        return False
+    grams = Counter(zip(words, words[1:], words[2:], strict=False))
+    _, n = grams.most_common(1)[0]
+    return n >= 4 and 3 * n >= 0.4 * len(words)
+
+
+def _toy_reason(s: str) -> str | None:
     if not s:
         return "empty"
     if not s[0].isalnum():
@@ -40,13 +64,88 @@ def malformed_reason(text: str) -> str | None:
     return None
 
 
-def is_malformed(text: str) -> bool:
-    return malformed_reason(text) is not None
+def malformed_reason(text: str, *, rules: str = "real") -> str | None:
+    """The first reason (in ``REASONS``, or ``TOY_REASONS`` for ``rules="toy"``, order) that ``text`` is broken,
+    or None when it is well-formed."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, got {type(text).__name__}")
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {list(RULES)}, got {rules!r}")
+    s = text.strip()
+    if rules == "toy":
+        return _toy_reason(s)
+    if not s:
+        return "empty"
+    if not any(ch.isalnum() for ch in s):
+        return "no_letters"
+    if _MARKER.search(s):
+        return "chat_marker"
+    if _TURN.search(s):
+        return "role_turn"
+    if _repetition(s):
+        return "repetition"
+    return None
 
 
-def malformed_report(texts: Iterable[str]) -> dict:
-    """``{"n", "malformed", "malformed_rate", "reasons": {reason: count}}`` over ``texts``."""
-    found = [malformed_reason(t) for t in texts]  # one pass: a generator is consumed once
+def is_malformed(text: str, *, rules: str = "real") -> bool:
+    return malformed_reason(text, rules=rules) is not None
+
+
+def malformed_report(texts: Iterable[str], *, rules: str = "real", stopped: Sequence[bool] | None = None) -> dict:
+    """``{"n", "malformed", "malformed_rate", "reasons": {reason: count}, "rules"}`` over ``texts``; with ``stopped``
+    (per text: did generation end at the end-of-turn token?) also ``truncated``/``truncated_rate``: well-formed
+    answers that ran out of tokens, reported apart from the broken ones."""
+    texts = list(texts)  # one pass: a generator is consumed once
+    found = [malformed_reason(t, rules=rules) for t in texts]
     reasons = Counter(r for r in found if r is not None)
     n, bad = len(found), sum(reasons.values())
-    return {"n": n, "malformed": bad, "malformed_rate": bad / n if n else float("nan"), "reasons": dict(reasons)}
+    out = {"n": n, "malformed": bad, "malformed_rate": bad / n if n else float("nan"), "reasons": dict(reasons),
+           "rules": rules}
+    if stopped is not None:
+        if len(stopped) != n:
+            raise ValueError(f"stopped must have one flag per text ({n}), got {len(stopped)}")
+        cut = sum(1 for r, s in zip(found, stopped, strict=True) if r is None and not s)
+        out.update(truncated=cut, truncated_rate=cut / n if n else float("nan"))
+    return out
+
+
+def excess_rate(run_rate: float, run_n: int, reference_rate: float, reference_n: int) -> tuple[float, float]:
+    """``(run_rate - reference_rate, its standard error)``: how much more often a run's answers are broken than the
+    reference's on the same prompts and decoding; ``*_n`` answers each (independent-sample error, conservative for
+    paired samples)."""
+    for name, v in (("run_n", run_n), ("reference_n", reference_n)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    for name, v in (("run_rate", run_rate), ("reference_rate", reference_rate)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+    p, q = run_rate, reference_rate
+    return p - q, math.sqrt(p * (1 - p) / run_n + q * (1 - q) / reference_n)
+
+
+CALIBRATION_FILE = "benchmarks/results/quality_calibration.json"
+
+
+def calibration(root: str | None = None) -> str:
+    """What the rules flag on real text, from ``benchmarks/bench_quality_calibration.py``'s results: the lines the
+    notebooks print where they use the check."""
+    import json
+    from pathlib import Path
+
+    path = Path(root or Path(__file__).resolve().parents[1]) / CALIBRATION_FILE
+    if not path.exists():
+        return f"(no calibration file {CALIBRATION_FILE}: run benchmarks/bench_quality_calibration.py)"
+    c = json.loads(path.read_text())
+    h, s, t = c["hh"], c["smollm2_reference"], c["toy_overoptimised"]
+    return "\n".join([
+        f"quality check calibration ({c['command']}, {c['date']}):",
+        f"  real HH-RLHF answers flagged ({h['rows_kept']} pairs of {c['source']}): chosen "
+        f"{h['chosen']['real']['malformed_rate']:.1%}, rejected {h['rejected']['real']['malformed_rate']:.1%} "
+        f"(the toy rules would flag {h['chosen']['toy']['malformed_rate']:.1%} of chosen: lists, 'the system ...')",
+        f"  SmolLM2-135M-Instruct untrained, {s['prompts']} HH prompts, T={s['decoding']['temperature']}, "
+        f"{s['decoding']['max_new_tokens']} tokens: malformed {s['real']['malformed_rate']:.1%} "
+        f"{s['real']['reasons'] or ''}, truncated (cut by the cap, not malformed) {s['real']['truncated_rate']:.1%}",
+        f"  toy world's over-optimised run (lr {t['recipe']['learning_rate']:g}): toy rules flag "
+        f"{t['toy']['run']['malformed_rate']:.0%} (its reference {t['toy']['reference']['malformed_rate']:.0%}); "
+        f"real-text rules {t['real']['run']['malformed_rate']:.0%}",
+    ])

@@ -22,14 +22,15 @@ def sweep_key(recipe, model_source: str, measure: dict) -> str:
     """sha256 (16 hex) of the recipe (without output paths), the model directory name and the measurement settings."""
     d = {k: v for k, v in recipe.to_dict().items() if k not in ("output_dir", "resume", "merge", "eval_steps",
                                                                   "save_steps", "logging_steps")}
-    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 3}, sort_keys=True)
+    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 4}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: int, max_new_tokens: int, seed: int,
-                   reward_fn=None) -> dict[str, Any]:
-    """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality``) and,
-    with ``reward_fn``, the mean reward of the samples."""
+                   reward_fn=None, quality_rules: str = "real") -> dict[str, Any]:
+    """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality`` with
+    ``quality_rules``; ``truncated_rate``: well-formed samples cut by ``max_new_tokens``, apart) and, with
+    ``reward_fn``, the mean reward of the samples."""
     import numpy as np
 
     from helpers.evaluation import sample_and_score
@@ -38,10 +39,11 @@ def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: in
     s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
                          temperature=1.0, top_p=1.0, seed=seed, reference=reference)
     d = s["policy_logps"] - s["ref_logps"]
-    bad = malformed_report(s["texts"])
+    bad = malformed_report(s["texts"], rules=quality_rules, stopped=s["stopped"].tolist())
     out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
            "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],
-           "malformed_reasons": bad["reasons"], "samples": s["texts"][:4]}
+           "malformed_reasons": bad["reasons"], "truncated_rate": bad["truncated_rate"], "quality_rules": quality_rules,
+           "samples": s["texts"][:4]}
     if reward_fn is not None:
         out["reward"] = float(np.mean([reward_fn(t) for t in s["texts"]]))
     return out
@@ -66,7 +68,7 @@ def _measure_at(steps: list[int], into: list, kw: dict):
 
 def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache_dir: str | Path,
               kl_prompts: int = 64, kl_samples: int = 2, max_new_tokens: int = 32, reward_fn=None,
-              checkpoints: tuple[int, ...] = (), progress: bool = True) -> dict[str, Any]:
+              checkpoints: tuple[int, ...] = (), progress: bool = True, quality_rules: str = "real") -> dict[str, Any]:
     """Train ``base.replace(**point)`` for every point of ``grid`` and measure each; cached.
 
     Args:
@@ -74,6 +76,7 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
         grid: e.g. ``[{"beta": 0.01}, {"beta": 0.1}]`` or ``[{"loss_type": "ipo"}]``.
         splits: ``{"train", "test"}`` datasets (already length-checked).
         kl_prompts, kl_samples: held-out prompts and samples per prompt of the KL estimate.
+        quality_rules: ``helpers.quality`` rules for the malformed rate ("real"; the toy world asks for "toy").
         checkpoints: steps before the last at which each run is also measured (KL, reward, malformed rate), for
             reward-vs-KL curves along training (the DPO paper's Fig. 2 plots every checkpoint); in ``row["path"]``.
 
@@ -86,11 +89,11 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     with progress_bars_off():
         return _run_sweep(base, grid, splits, cache_dir=cache_dir, kl_prompts=kl_prompts, kl_samples=kl_samples,
                           max_new_tokens=max_new_tokens, reward_fn=reward_fn, checkpoints=checkpoints,
-                          progress=progress)
+                          progress=progress, quality_rules=quality_rules)
 
 
 def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new_tokens, reward_fn, checkpoints,
-               progress) -> dict[str, Any]:
+               progress, quality_rules) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from helpers.evaluation import chat_prompts
@@ -104,7 +107,7 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
     prompts = chat_prompts(splits["test"])[:kl_prompts]
     measure = {"kl_prompts": len(prompts), "kl_samples": kl_samples, "max_new_tokens": max_new_tokens,
                "reward": getattr(reward_fn, "__name__", None), "n_test": len(splits["test"]),
-               "checkpoints": sorted(set(checkpoints))}
+               "checkpoints": sorted(set(checkpoints)), "quality_rules": quality_rules}
     if any(not isinstance(c, int) or c < 1 for c in checkpoints):
         raise ValueError(f"checkpoints must be steps >= 1, got {checkpoints!r}")
     ref_file = cache / f"reference-{sweep_key(base.replace(beta=1.0), source, measure)}.json"
@@ -117,7 +120,8 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
             state["ref_logps"], _ = reference_report(model, tok, splits["test"], max_length=base.max_length)
             if not ref_file.exists():
                 ref = measure_policy(model, tok, prompts, reference=True, kl_samples=kl_samples,
-                                     max_new_tokens=max_new_tokens, seed=base.seed, reward_fn=reward_fn)
+                                     max_new_tokens=max_new_tokens, seed=base.seed, reward_fn=reward_fn,
+                                     quality_rules=quality_rules)
                 ref_file.write_text(json.dumps(ref, indent=2) + "\n")
         return state["ref_logps"]
 
@@ -145,14 +149,15 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                                callbacks=[_measure_at(measure["checkpoints"], path, dict(
                                    model=model, tokenizer=tok, prompts=prompts, reference=False,
                                    kl_samples=kl_samples, max_new_tokens=max_new_tokens, seed=recipe.seed,
-                                   reward_fn=reward_fn))])
+                                   reward_fn=reward_fn, quality_rules=quality_rules))])
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
         after = after_report(model, tok, splits["test"], ref, beta=recipe.beta,
                              max_length=recipe.max_length)
         m = measure_policy(model, tok, prompts, reference=False, kl_samples=kl_samples,
-                           max_new_tokens=max_new_tokens, seed=recipe.seed, reward_fn=reward_fn)
+                           max_new_tokens=max_new_tokens, seed=recipe.seed, reward_fn=reward_fn,
+                           quality_rules=quality_rules)
         row = {"beta": recipe.beta, "loss_type": recipe.loss_type, "heldout_accuracy": after["rewards/accuracies"],
                "margin": after["rewards/margins"], "delta_logps_chosen": after["delta_logps/chosen"],
                "delta_logps_rejected": after["delta_logps/rejected"], **m, "train_seconds": round(seconds, 2),
