@@ -13,12 +13,20 @@ import os
 import sys
 from pathlib import Path, PurePosixPath
 
-__all__ = ["PROTECTED", "on_colab", "secret", "hub_token", "persist_path", "DRIVE_ROOT"]
+__all__ = ["PROTECTED", "REPLACEABLE", "on_colab", "secret", "hub_token", "persist_path", "DRIVE_ROOT"]
 
 # Never installed with a version other than Colab's own (numpy and the kernel are loaded before cell 1).
 PROTECTED: tuple[str, ...] = ("torch", "numpy", "ipykernel", "ipython", "ipywidgets", "jupyter_client",
                               "jupyter_core", "notebook", "tornado", "traitlets", "matplotlib", "pandas", "pyzmq",
                               "scipy", "pillow")
+# What the install may replace although Colab has it (distribution, module): if a module of these was imported
+# before the first cell ran (pandas imports pyarrow, for one), the new files are on disk while the old extension
+# stays loaded, and the next import fails ("pyarrow.lib.IpcReadOptions size changed"; ../shared/STACK.md). The
+# first cell then restarts the runtime, and its rerun skips the install.
+REPLACEABLE: tuple[tuple[str, str], ...] = (
+    ("pyarrow", "pyarrow"), ("datasets", "datasets"), ("transformers", "transformers"), ("tokenizers", "tokenizers"),
+    ("accelerate", "accelerate"), ("peft", "peft"), ("torchao", "torchao"), ("huggingface_hub", "huggingface_hub"),
+    ("safetensors", "safetensors"), ("bitsandbytes", "bitsandbytes"), ("fsspec", "fsspec"), ("certifi", "certifi"))
 DRIVE_ROOT = "/content/drive"  # where google.colab.drive mounts Google Drive
 DRIVE_FOLDER = "MyDrive/dpo-course"  # this course's folder in the user's Drive
 

@@ -33,30 +33,34 @@ def load_policy(adapter_dir: str | Path, base_model: str | Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from helpers.models import load_tokenizer, resolve_source
+    from helpers.models import device_and_dtype, load_tokenizer, resolve_source
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise ValueError(f"adapter_dir {adapter_dir} holds no adapter_config.json: run notebook 03 first")
     from helpers.quiet import progress_bars_off
 
+    device, dtype = device_and_dtype()  # the runtime's GPU and precision (fp16 on a T4), as load_model does
     with progress_bars_off():
-        base = AutoModelForCausalLM.from_pretrained(resolve_source(base_model)[0])
-        model = PeftModel.from_pretrained(base, str(adapter_dir))
+        base = AutoModelForCausalLM.from_pretrained(resolve_source(base_model)[0], dtype=dtype).to(device)
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).to(device)
     model.eval()
     tok, _ = load_tokenizer(adapter_dir, verbose=False)
     return model, tok
 
 
 def generate_side_by_side(model, tokenizer, prompts, *, decoding: dict, seed: int = 0) -> list[dict[str, Any]]:
-    """One reference and one policy generation per prompt, same seed and decoding: ``[{"prompt", "reference",
-    "policy"}]`` with the prompt's last user turn as ``prompt``."""
+    """One reference and one policy generation per prompt, same seed and decoding: ``[{"prompt", "messages",
+    "reference", "policy", "stopped_reference", "stopped_policy"}]`` with the prompt's last user turn as ``prompt``
+    and ``stopped_*`` saying whether that answer ended at eos (False: cut by ``max_new_tokens``)."""
     from helpers.evaluation import sample_responses
 
-    ref = sample_responses(model, tokenizer, prompts, reference=True, seed=seed, **decoding)
-    pol = sample_responses(model, tokenizer, prompts, reference=False, seed=seed, **decoding)
-    return [{"prompt": p[-1]["content"], "messages": p, "reference": r, "policy": q}
-            for p, r, q in zip(prompts, ref, pol, strict=True)]
+    ref, ref_stop = sample_responses(model, tokenizer, prompts, reference=True, seed=seed, return_stopped=True,
+                                     **decoding)
+    pol, pol_stop = sample_responses(model, tokenizer, prompts, reference=False, seed=seed, return_stopped=True,
+                                     **decoding)
+    return [{"prompt": p[-1]["content"], "messages": p, "reference": r, "policy": q, "stopped_reference": a,
+             "stopped_policy": b} for p, r, q, a, b in zip(prompts, ref, pol, ref_stop, pol_stop, strict=True)]
 
 
 def implicit_rewards(model, tokenizer, rows: list[dict], *, beta: float) -> tuple[list[float], list[float]]:

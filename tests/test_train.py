@@ -186,3 +186,66 @@ print(json.dumps({"DPOConfig": params(DPOConfig), "DPOTrainer": params(DPOTraine
             checked.add(keys[0])
     assert {"DPOConfig", "DPOTrainer", "from_pretrained", "get_peft_model"} <= checked, checked
     assert n_config_keywords >= 20, n_config_keywords  # DPOConfig's keywords were really read (via **kw)
+
+
+def test_evaluation_during_training_uses_a_capped_held_out_subset(tmp_path, toy_sft_dir):
+    from helpers.train import load_lora_model, make_trainer, resolve_model
+
+    recipe = _recipe(tmp_path, eval_pairs=5)
+    model, tok = load_lora_model(recipe, resolve_model(recipe))
+    splits = load_data(recipe)
+    assert len(splits["test"]) > 5
+    trainer = make_trainer(model, tok, splits, recipe)
+    assert len(trainer.eval_dataset) == 5
+    assert len(make_trainer(model, tok, splits, recipe.replace(eval_pairs=10_000)).eval_dataset) == len(splits["test"])
+    with pytest.raises(ValueError, match="eval_pairs"):
+        recipe.replace(eval_pairs=0)
+
+
+def test_a_rebuild_of_missing_splits_honours_notebook02s_limits(tmp_path, shared_hh_path, capsys):
+    """No notebook 02 output (a new Colab runtime): the rebuild reads 02's limits, not the whole source; saved
+    splits with other limits (02 ran with its own) are reused as they are."""
+    from helpers.data import load_or_build_splits
+    from helpers.train import SPLIT_LIMITS
+
+    assert SPLIT_LIMITS == {"limit": 5000, "test_limit": 500}  # notebook 02's defaults
+    out = tmp_path / "02_hh"
+    built = load_or_build_splits(out, source=str(shared_hh_path), rebuild_with={"limit": 200, "test_limit": 7})
+    assert "limit=200, test_limit=7" in capsys.readouterr().out
+    assert len(built["test"]) <= 7 and len(built["train"]) + len(built["test"]) <= 200
+    again = load_or_build_splits(out, source=str(shared_hh_path), rebuild_with={"limit": 5000, "test_limit": 500})
+    assert "NOTE" not in capsys.readouterr().out and len(again["train"]) == len(built["train"])
+
+
+@pytest.mark.parametrize("gpu,bf16,source", [("Tesla T4", False, "T4 arithmetic"),
+                                            ("NVIDIA H100 80GB HBM3", True, "measured on this GPU")])
+def test_expected_minutes_use_a_measurement_where_there_is_one_else_the_t4_arithmetic(gpu, bf16, source, monkeypatch):
+    import helpers.runtime as runtime
+    from helpers.train import expected_minutes
+
+    rt = runtime.Runtime(on_colab=True, device="cuda", gpu_name=gpu, compute_capability=(8, 0) if bf16 else (7, 5),
+                         bf16=bf16, unsloth_available=True, hub=True, mode="online")
+    monkeypatch.setattr(runtime, "detect", lambda **kw: rt)
+    minutes, why = expected_minutes(DPORecipe(max_steps=100))
+    assert source in why and 0.5 < minutes < 30, (minutes, why)
+    more, _ = expected_minutes(DPORecipe(max_steps=200))
+    assert more == pytest.approx(2 * minutes, rel=0.05)
+    assert expected_minutes(DPORecipe(model="toy"))[0] is None  # the toy model: "under a minute", no figure
+
+
+def test_notebook04s_online_grid_fits_20_minutes_of_t4_training_by_its_own_estimate(monkeypatch):
+    """The estimate notebook 04 prints before its sweep, for the grid in its parameters cell, on a T4."""
+    import helpers.runtime as runtime
+    from helpers.train import expected_minutes
+
+    params = {}
+    exec(next(c for c in nbformat.read(ROOT / "notebooks" / "04_beta_sensitivity.ipynb", as_version=4).cells
+              if "parameters" in c.metadata.get("tags", [])).source, params)
+    rt = runtime.Runtime(on_colab=True, device="cuda", gpu_name="Tesla T4", compute_capability=(7, 5), bf16=False,
+                         unsloth_available=True, hub=True, mode="online")
+    monkeypatch.setattr(runtime, "detect", lambda **kw: rt)
+    base = DPORecipe(max_steps=params["MAX_STEPS"], batch_size=params["BATCH_SIZE"], grad_accum=params["GRAD_ACCUM"],
+                     max_length=params["MAX_LENGTH"], max_prompt_length=params["MAX_PROMPT_LENGTH"])
+    runs = len(params["BETAS"]) + 1 + len([x for x in params["LOSS_SWEEP"] if x != "sigmoid"])
+    minutes, _ = expected_minutes(base)
+    assert runs * minutes <= 20, (runs, minutes)
