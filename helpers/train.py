@@ -599,8 +599,8 @@ def _toy_style(recipe: DPORecipe) -> dict[str, Any]:
 def expected_minutes(recipe: DPORecipe) -> tuple[float | None, str]:
     """``(minutes or None, where the figure comes from)`` for ``recipe`` on this machine: a GPU measured by
     ``benchmarks/bench_gpu_recipe.py`` (its steps/s at the recipe's precision), another GPU (the T4 arithmetic of
-    ``helpers.estimate``, SmolLM2-135M only); None with the reason for the toy model (under a minute) and a CPU
-    (hours)."""
+    ``helpers.estimate``, SmolLM2-135M only), a CPU (a rough per-step figure, labelled); None with the reason for
+    the toy model (under a minute) and epoch-based runs."""
     from helpers.estimate import estimate_lora_dpo, llama_parameter_count, lora_parameter_count, measured_gpu
     from helpers.runtime import detect, precision_flags
     from helpers.tinymodel import SMOLLM2_135M
@@ -612,8 +612,10 @@ def expected_minutes(recipe: DPORecipe) -> tuple[float | None, str]:
     if recipe.model == TOY:
         return None, f"{steps} steps of the toy world's tiny model: under a minute (notebook 03 offline, 2 CPU cores)"
     if rt.device != "cuda":
-        return None, (f"{steps} steps on a CPU: expect hours (a DPO step of 4 short pairs takes 4-8 s on 2 cores, "
-                      f"this recipe's steps hold {recipe.batch_size * recipe.grad_accum}); use a GPU runtime")
+        pairs = recipe.batch_size * recipe.grad_accum
+        return steps * max(1.0, pairs / 4) * 6 / 60, (
+            f"a CPU: ~6 s per step of 4 short pairs on 2 cores (4-8 s measured; this recipe's steps hold {pairs} "
+            f"pairs of up to {recipe.max_length} tokens, so it may take longer); use a GPU runtime for real runs")
     dtype = "bf16" if precision_flags(rt)["bf16"] else "fp16"
     rows = [r for r in measured_gpu() if r["device"] == rt.gpu_name and r["dtype"] == dtype]
     if rows and recipe.model == MODEL_ID:
