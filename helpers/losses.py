@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from helpers.checks import number
 
-__all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight"]
+__all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight", "chosen_push"]
 
 # loss_type -> (paper, one line on what it changes). Notebook 01 prints this table.
 LOSS_INFO: dict[str, tuple[str, str]] = {
@@ -48,7 +48,8 @@ LOSS_INFO: dict[str, tuple[str, str]] = {
     ),
     "nca_pair": (
         "Chen et al. 2024, NCA (arXiv:2402.05369)",
-        "Noise-contrastive: rewards the absolute chosen log-ratio, so chosen likelihood is not allowed to fall.",
+        "Noise-contrastive: an absolute term on the chosen log-ratio that pushes it up only while beta*h_w < ln 2 and "
+        "down beyond (a finite optimum, chosen_push); it does not stop the chosen likelihood from falling.",
     ),
     "sppo_hard": (
         "Wu et al. 2024, SPPO (arXiv:2405.00675), hard-label version",
@@ -60,7 +61,8 @@ LOSS_INFO: dict[str, tuple[str, str]] = {
     ),
     "sigmoid_norm": (
         "DPO with per-token averaged log-ratios (length-normalised; cf. SimPO's normalisation, arXiv:2405.14734)",
-        "Sigmoid loss on the per-token margin: removes the length bias of summed log-probs.",
+        "Sigmoid loss on the per-token margin: weakens the length bias of summed log-probs (notebook 01 §5 measures "
+        "by how much; it does not remove it).",
     ),
 }
 LOSS_TYPES: tuple[str, ...] = tuple(LOSS_INFO)
@@ -93,6 +95,20 @@ def gradient_weight(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
     Pairs the implicit reward already orders correctly get little weight; wrongly ordered pairs get up to 1.
     """
     return torch.sigmoid(rejected_rewards - chosen_rewards)
+
+
+def chosen_push(loss_type: str, *, beta: float = 0.1, chosen_log_ratios=(-20.0, 0.0, 20.0, 60.0)) -> dict[float, float]:
+    """dL/dh_w, the loss's gradient with respect to the chosen log-ratio h_w = log pi(y_w) - log pi_ref(y_w), at
+    each of ``chosen_log_ratios`` with the rejected log-ratio held at 0 (and one token per answer, for the per-token
+    losses). Negative: the loss pushes the chosen log-prob up there; near 0: it has stopped caring; positive: it
+    pushes it down (a finite target). On its own term only: with shared parameters, lowering the rejected answer
+    can still drag the chosen one down whatever this says."""
+    h = torch.tensor(chosen_log_ratios, dtype=torch.float64, requires_grad=True)
+    zero, one = torch.zeros_like(h).detach(), torch.ones_like(h).detach()
+    out = dpo_loss(h, zero, zero, zero, beta=beta, loss_type=loss_type, label_smoothing=0.0, chosen_lengths=one,
+                   rejected_lengths=one)
+    (g,) = torch.autograd.grad(out.losses.sum(), h)
+    return {float(x): float(v) for x, v in zip(chosen_log_ratios, g, strict=True)}
 
 
 def _check(

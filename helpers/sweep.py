@@ -45,11 +45,13 @@ def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: in
            "malformed_reasons": bad["reasons"], "truncated_rate": bad["truncated_rate"], "quality_rules": quality_rules,
            "samples": s["texts"][:4]}
     if reward_fn is not None:
-        out["reward"] = float(np.mean([reward_fn(t) for t in s["texts"]]))
+        rewards = np.asarray([reward_fn(t) for t in s["texts"]], dtype=float)
+        out["reward"] = float(rewards.mean())
+        out["reward_sem"] = float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
     return out
 
 
-_PATH_KEYS = ("kl", "kl_sem", "reward", "malformed_rate", "mean_tokens")
+_PATH_KEYS = ("kl", "kl_sem", "reward", "reward_sem", "malformed_rate", "mean_tokens")
 
 
 def _measure_at(steps: list[int], into: list, kw: dict):

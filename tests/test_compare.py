@@ -66,3 +66,24 @@ def test_export_writes_csv_and_escaped_html(tmp_path):
     p = export_comparison(rows, tmp_path, columns=["prompt", "reference", "policy", "score"])
     assert p["csv"].read_text().splitlines()[1] == "a<b,x,y,1.0"
     assert "a&lt;b" in p["html"].read_text()
+
+
+def test_the_judge_sees_the_whole_conversation_and_the_win_rate_has_a_wilson_interval():
+    from helpers.compare import conversation_text, judge_pairs, wilson_interval
+
+    seen = []
+
+    def judge(conversation, a, b):
+        seen.append(conversation)
+        return "A" if "polite" in a else "B"
+
+    messages = [{"role": "user", "content": "Hi, I need a recipe."}, {"role": "assistant", "content": "For what?"},
+                {"role": "user", "content": "Soup."}]
+    rows = [{"prompt": "Soup.", "messages": messages, "reference": "rude", "policy": "polite"} for _ in range(50)]
+    res = judge_pairs(judge, rows, n=50)
+    assert seen[0] == conversation_text(messages) == "User: Hi, I need a recipe.\n\nAssistant: For what?\n\nUser: Soup."
+    assert res["win_rate"] == 1.0 and res["win_rate_ci"][1] == 1.0 and 0.92 < res["win_rate_ci"][0] < 0.94
+    lo, hi = wilson_interval(25, 50)  # 50 judged prompts at 0.5: about +-0.14, as the issue says
+    assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
+    with pytest.raises(ValueError, match="n must"):
+        wilson_interval(1, 0)

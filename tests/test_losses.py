@@ -161,3 +161,23 @@ def test_gradient_weight_is_the_autograd_gradient_per_log_prob():
     w = gradient_weight(out.chosen_rewards, out.rejected_rewards)
     assert (gc + beta * w).abs().max().item() < 1e-12 and (gr - beta * w).abs().max().item() < 1e-12
     assert ((w > 0.5) == (out.chosen_rewards < out.rejected_rewards)).all()  # misordered pairs weigh more
+
+
+def test_the_separate_chosen_terms_push_up_fade_or_have_a_finite_target_and_none_forbids_a_fall():
+    """What notebook 01 §4 says of bco_pair / apo_zero / sppo_hard / nca_pair, computed by autograd."""
+    import math
+
+    from helpers.losses import chosen_push
+
+    hs = (-20.0, 0.0, 20.0, 60.0)
+    for lt in ("bco_pair", "apo_zero"):  # always up, fading to nothing
+        g = chosen_push(lt, beta=0.1, chosen_log_ratios=hs)
+        assert all(v < 0 for v in g.values()) and abs(g[60.0]) < 1e-3, (lt, g)
+    sppo = chosen_push("sppo_hard", beta=0.1, chosen_log_ratios=(4.9, 5.0, 5.1))  # target 1/(2 beta) = 5
+    assert sppo[4.9] < 0 and abs(sppo[5.0]) < 1e-9 and sppo[5.1] > 0
+    turn = math.log(2) / 0.1
+    nca = chosen_push("nca_pair", beta=0.1, chosen_log_ratios=(turn - 0.05, turn + 0.05))
+    assert nca[turn - 0.05] < 0 < nca[turn + 0.05]  # pushes chosen DOWN above beta * h_w = ln 2
+    from helpers.losses import LOSS_INFO
+
+    assert "not allowed to fall" not in LOSS_INFO["nca_pair"][1] and "removes" not in LOSS_INFO["sigmoid_norm"][1]

@@ -184,7 +184,7 @@ def test_an_unreachable_judge_gives_no_win_rate_instead_of_an_exception(monkeypa
     monkeypatch.setenv("DPO_JUDGE_KEY", "sk-test")
     res = judge_pairs(judge_from_env(timeout=2.0), _rows(5), n=5)
     assert res == {"judged": 0, "asked": 5, "errors": {"connection": 3, "skipped (judge down)": 2}, "policy": 0,
-                   "reference": 0, "tie": 0, "win_rate": None}
+                   "reference": 0, "tie": 0, "win_rate": None, "win_rate_ci": None}
 
 
 def test_notebook_05_completes_and_exports_with_a_dead_judge(tmp_path, monkeypatch):
