@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["sweep_key", "measure_policy", "run_sweep"]
+__all__ = ["sweep_key", "reference_key", "measure_policy", "run_sweep"]
 
 
 def sweep_key(recipe, model_source: str, measure: dict) -> str:
@@ -23,6 +23,19 @@ def sweep_key(recipe, model_source: str, measure: dict) -> str:
     d = {k: v for k, v in recipe.to_dict().items() if k not in ("output_dir", "resume", "merge", "eval_steps",
                                                                   "save_steps", "logging_steps")}
     blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 4}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# What the reference measurement depends on: the model, the held-out data and how it is cut, the sampling seed and
+# the measurement. Not the training settings (beta, learning rate, steps, ...): runs that differ only in those share it.
+_REFERENCE_FIELDS = ("model", "data", "data_source", "max_length", "max_prompt_length", "seed")
+
+
+def reference_key(recipe, model_source: str, measure: dict) -> str:
+    """sha256 (16 hex) of what the reference policy's measurement depends on (``_REFERENCE_FIELDS``, the model
+    directory name, ``measure``)."""
+    d = {k: getattr(recipe, k) for k in _REFERENCE_FIELDS}
+    blob = json.dumps({"reference": d, "model": Path(model_source).name, "measure": measure, "v": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -112,7 +125,7 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                "checkpoints": sorted(set(checkpoints)), "quality_rules": quality_rules}
     if any(not isinstance(c, int) or c < 1 for c in checkpoints):
         raise ValueError(f"checkpoints must be steps >= 1, got {checkpoints!r}")
-    ref_file = cache / f"reference-{sweep_key(base.replace(beta=1.0), source, measure)}.json"
+    ref_file = cache / f"reference-{reference_key(base, source, measure)}.json"
     state: dict[str, Any] = {}
 
     def ref_logps():

@@ -75,3 +75,16 @@ def test_merge_saves_a_full_model_that_equals_the_adapter_model(tmp_path):
     base = AutoModelForCausalLM.from_pretrained(json.loads((tmp_path / "metrics.json").read_text())["model"])
     with torch.no_grad():
         assert (base(input_ids=ids).logits - b).abs().max().item() > 1e-5  # the merge carried the trained adapter
+
+
+def test_runs_that_differ_only_in_training_settings_share_one_reference_measurement():
+    from helpers.sweep import reference_key
+
+    base = DPORecipe(**{**OFFLINE, "backend": "transformers"})
+    measure = {"kl_prompts": 8, "kl_samples": 2}
+    k = reference_key(base, "/x/toy-sft", measure)
+    for change in ({"beta": 5.0}, {"learning_rate": 4e-4}, {"max_steps": 7}, {"loss_type": "ipo"}, {"sft_weight": 0.5}):
+        assert reference_key(base.replace(**change), "/x/toy-sft", measure) == k, change
+    for change in ({"seed": 1}, {"max_length": 300}):  # these change what the reference's samples are
+        assert reference_key(base.replace(**change), "/x/toy-sft", measure) != k, change
+    assert reference_key(base, "/x/toy-sft", {**measure, "kl_prompts": 9}) != k
