@@ -56,7 +56,8 @@ _LAYOUT = 1  # bump when what build_repos lays out changes
 # What a client of the local hub needs in its environment, besides HF_ENDPOINT and a fresh HF_HOME (STACK.md):
 HUB_ENV = {"HF_UPDATE_DOWNLOAD_COUNTS": "0",  # else datasets sends a HEAD to an S3 host on every online load
            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_ETAG_TIMEOUT": "10",
-           "HF_HUB_DOWNLOAD_TIMEOUT": "30"}
+           "HF_HUB_DOWNLOAD_TIMEOUT": "30",
+           "DPO_HUB_TIMEOUT": "15"}  # the course's own reachability probe: a loaded CI machine answered it in > 2 s
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 

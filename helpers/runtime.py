@@ -72,8 +72,22 @@ def _probe(endpoint: str, timeout: float) -> str | None:
     return result[0] if result else f"{endpoint} did not answer within {timeout:g} s (no network?)"
 
 
-def hub_problem(timeout: float = 2.0) -> str | None:
-    """Why the hub cannot be used now (``None``: it can): offline forced, or the endpoint's probe failed."""
+def probe_timeout() -> float:
+    """Seconds the hub probe waits: ``DPO_HUB_TIMEOUT`` (a slow network, a loaded machine), else 2."""
+    raw = os.environ.get("DPO_HUB_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else 2.0
+    except ValueError:
+        raise ValueError(f"DPO_HUB_TIMEOUT must be a number of seconds > 0, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"DPO_HUB_TIMEOUT must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def hub_problem(timeout: float | None = None) -> str | None:
+    """Why the hub cannot be used now (``None``: it can): offline forced, or the endpoint's probe failed.
+    ``timeout=None``: ``probe_timeout()``."""
+    timeout = probe_timeout() if timeout is None else timeout
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     if offline_forced():
@@ -81,13 +95,13 @@ def hub_problem(timeout: float = 2.0) -> str | None:
     return _probe(hub_endpoint(), float(timeout))
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
+def hub_reachable(timeout: float | None = None) -> bool:
     """Does the configured hub (``hub_endpoint()``) answer within ``timeout`` seconds? False at once when offline
     is forced. The answer is cached per endpoint for the process (``_probe.cache_clear()`` forgets it)."""
     return hub_problem(timeout) is None
 
 
-def require_hub(what: str, timeout: float = 2.0) -> None:
+def require_hub(what: str, timeout: float | None = None) -> None:
     """Raise ``HubUnavailableError`` naming ``what`` unless the hub is usable."""
     problem = hub_problem(timeout)
     if problem == "HF_HUB_OFFLINE is set":
@@ -113,7 +127,7 @@ class Runtime:
         return self.device == "cuda" and not self.bf16
 
 
-def detect(*, check_hub: bool = True, timeout: float = 2.0) -> Runtime:
+def detect(*, check_hub: bool = True, timeout: float | None = None) -> Runtime:
     """Inspect this machine. ``check_hub=False`` skips the network probe (mode then follows HF_HUB_OFFLINE only)."""
     import torch
 

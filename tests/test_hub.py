@@ -82,6 +82,7 @@ result['banner'] = banner(detect())
 def test_hub_reachable_follows_hf_endpoint_and_offline_wins(hub, monkeypatch):
     for k in _OFFLINE:
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DPO_HUB_TIMEOUT", "15")  # a loaded machine: the 2 s default answered late once in CI
     runtime._probe.cache_clear()
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     assert runtime.hub_reachable() and runtime.hub_endpoint() == hub.endpoint

@@ -47,6 +47,19 @@ def test_unreachable_hub_answers_within_the_timeout(monkeypatch):
         hub_reachable(timeout=0)
 
 
+def test_the_probe_timeout_comes_from_dpo_hub_timeout(monkeypatch):
+    from helpers import runtime
+
+    monkeypatch.delenv("DPO_HUB_TIMEOUT", raising=False)
+    assert runtime.probe_timeout() == 2.0
+    monkeypatch.setenv("DPO_HUB_TIMEOUT", "12.5")
+    assert runtime.probe_timeout() == 12.5
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("DPO_HUB_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="DPO_HUB_TIMEOUT"):
+            runtime.probe_timeout()
+
+
 @pytest.mark.parametrize("cap,expected", [((7, 5), {"fp16": True, "bf16": False}),  # T4
                                           ((8, 0), {"fp16": False, "bf16": True})])  # A100
 def test_precision_flags_follow_the_gpu(cap, expected):
