@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_policy", "generate_side_by_side", "implicit_rewards", "win_rate", "strict_win_rate", "judge_from_env",
+__all__ = ["load_policy", "expected_generation", "generate_side_by_side", "implicit_rewards", "win_rate", "strict_win_rate", "judge_from_env",
            "JudgeError", "parse_verdict", "judge_pairs", "conversation_text", "wilson_interval", "export_comparison"]
 
 
@@ -48,6 +48,32 @@ def load_policy(adapter_dir: str | Path, base_model: str | Path):
     model.eval()
     tok, _ = load_tokenizer(adapter_dir, verbose=False)
     return model, tok
+
+
+# Seconds per decode step of one generation batch (helpers.evaluation.sample_responses, up to 32 prompts).
+CPU_DECODE_STEP_S = 2.0   # measured: SmolLM2-135M, 32 HH prompts, 2 cores (benchmarks/results/quality_calibration.json)
+GPU_DECODE_STEP_S = 0.03  # arithmetic, not measured: HF generate on a 30-layer 135M model with an unmerged LoRA is
+#                           launch-bound, ~1 ms per layer per token on a T4-class GPU
+
+
+def expected_generation(n_prompts: int, decoding: dict, *, device: str, toy: bool = False,
+                        batch_size: int = 32) -> tuple[float | None, str]:
+    """``(seconds or None, where the figure comes from)`` for ``generate_side_by_side`` on ``n_prompts`` prompts with
+    ``decoding`` on ``device`` ("cuda" or "cpu"): two sides x ceil(n_prompts / batch_size) batches x
+    ``max_new_tokens`` decode steps. None for the toy world's tiny model (seconds)."""
+    if n_prompts < 1:
+        raise ValueError(f"n_prompts must be >= 1, got {n_prompts}")
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}")
+    new = int(decoding.get("max_new_tokens", 32))
+    steps = 2 * math.ceil(n_prompts / batch_size) * new
+    if toy:
+        return None, f"the toy world's tiny model: {steps} decode steps take seconds"
+    if device == "cuda":
+        return steps * GPU_DECODE_STEP_S, (f"{steps} decode steps x ~{GPU_DECODE_STEP_S * 1000:.0f} ms (arithmetic "
+                                           "for a 135M model on a T4-class GPU, not a measurement)")
+    return steps * CPU_DECODE_STEP_S, (f"{steps} decode steps x ~{CPU_DECODE_STEP_S:.0f} s per batch step measured "
+                                       "for SmolLM2 on 2 CPU cores (quality_calibration.json); use a GPU runtime")
 
 
 def generate_side_by_side(model, tokenizer, prompts, *, decoding: dict, seed: int = 0) -> list[dict[str, Any]]:

@@ -87,3 +87,31 @@ def test_the_judge_sees_the_whole_conversation_and_the_win_rate_has_a_wilson_int
     assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
     with pytest.raises(ValueError, match="n must"):
         wilson_interval(1, 0)
+
+
+def test_expected_generation_counts_decode_steps_and_names_its_source():
+    """Notebook 05 prints this before generating: 2 sides x batches x new tokens, at the CPU rate measured for
+    SmolLM2 or the GPU arithmetic (labelled); its online parameters fit a workshop on a GPU."""
+    import nbformat
+
+    from pathlib import Path
+
+    from helpers.compare import expected_generation
+
+    ROOT = Path(__file__).resolve().parents[1]
+
+    cpu, why = expected_generation(64, {"max_new_tokens": 128}, device="cpu")
+    assert "measured" in why and cpu == pytest.approx(2 * 2 * 128 * 2.0)  # 2 sides x 2 batches x 128 x 2 s
+    gpu, why = expected_generation(64, {"max_new_tokens": 128}, device="cuda")
+    assert "not a measurement" in why and gpu < cpu / 10
+    assert expected_generation(65, {"max_new_tokens": 128}, device="cuda")[0] == pytest.approx(gpu * 1.5)
+    assert expected_generation(6, {"max_new_tokens": 32}, device="cpu", toy=True)[0] is None
+    for bad, match in (({"n_prompts": 0}, "n_prompts"), ({"device": "tpu"}, "device")):
+        kw = {"n_prompts": 8, "device": "cpu", **bad}
+        with pytest.raises(ValueError, match=match):
+            expected_generation(kw.pop("n_prompts"), {"max_new_tokens": 8}, **kw)
+    params = {}
+    exec(next(c for c in nbformat.read(ROOT / "notebooks" / "05_before_after_generation.ipynb", as_version=4).cells
+              if "parameters" in c.metadata.get("tags", [])).source, params)
+    minutes = expected_generation(params["N_PROMPTS"], params["DECODING"], device="cuda")[0] / 60
+    assert minutes < 5, minutes
