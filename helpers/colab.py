@@ -32,8 +32,15 @@ DRIVE_FOLDER = "MyDrive/dpo-course"  # this course's folder in the user's Drive
 
 
 def on_colab() -> bool:
-    """True inside a Google Colab runtime (``google.colab`` is imported or importable)."""
-    return "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
+    """True inside a Google Colab runtime (``google.colab`` is imported or importable). Without any ``google``
+    package (a fresh venv with no protobuf) ``find_spec("google.colab")`` raises instead of returning None: found by
+    scripts/colab_faithful_check.sh, where every notebook died in its banner cell."""
+    if "google.colab" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def secret(name: str) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -131,7 +130,9 @@ def detect(*, check_hub: bool = True, timeout: float | None = None) -> Runtime:
     """Inspect this machine. ``check_hub=False`` skips the network probe (mode then follows HF_HUB_OFFLINE only)."""
     import torch
 
-    on_colab = "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
+    from helpers.colab import on_colab as _on_colab
+
+    on_colab = _on_colab()
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name(0) if cuda else None
     cap = tuple(torch.cuda.get_device_capability(0)) if cuda else None

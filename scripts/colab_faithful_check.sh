@@ -27,8 +27,11 @@ SUMMARY=$WORK/summary.txt
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
-# Colab's versions as constraints: name==version lines, local version labels (+cu128) dropped
-grep -E '^[A-Za-z0-9_.-]+==' "$FREEZE" | sed -E 's/\+[A-Za-z0-9.]+$//' > "$WORK/constraints.txt"
+# Colab's versions as constraints: name==version lines, local version labels (+cu128) dropped, and without the CUDA
+# runtime wheels: Colab's torch 2.11.0+cu128 sits on CUDA 12.8 wheels while PyPI's torch 2.11.0 is a CUDA 13 build
+# (it requires cuda-toolkit==13.0.2), so Colab's nvidia-*/cuda-* pins cannot hold here; nothing the course touches.
+grep -E '^[A-Za-z0-9_.-]+==' "$FREEZE" | sed -E 's/\+[A-Za-z0-9.]+$//' | grep -vE '^(nvidia-|cuda-)' \
+  > "$WORK/constraints.txt"
 BASE=$WORK/base
 if [ ! -x "$BASE/bin/python" ]; then
   "$PY313" -m venv "$BASE"

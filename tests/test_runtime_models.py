@@ -192,3 +192,24 @@ def test_short_lora_dpo_run_delivers_the_offline_promise(tmp_path, toy_sft_dir, 
     assert m["after"]["rewards/accuracies"] >= 0.9
     gain = m["after"]["chosen_style_rate"] - m["before"]["chosen_style_rate"]
     assert gain >= 0.30, (m["before"]["chosen_style_rate"], m["after"]["chosen_style_rate"])
+
+
+def test_detect_works_without_any_google_package(monkeypatch):
+    """A fresh venv without protobuf has no ``google`` package: ``find_spec("google.colab")`` then raises
+    ModuleNotFoundError (Python 3.13, the Colab-faithful check); the runtime is simply not Colab."""
+    import importlib.util
+
+    import helpers.runtime as runtime
+    from helpers.colab import on_colab
+
+    real = importlib.util.find_spec
+
+    def no_google(name, *a, **kw):
+        if name.startswith("google"):
+            raise ModuleNotFoundError("No module named 'google'", name="google")
+        return real(name, *a, **kw)
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", no_google)
+    assert on_colab() is False
+    assert runtime.detect(check_hub=False).on_colab is False
