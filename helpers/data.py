@@ -36,6 +36,8 @@ __all__ = [
     "REASONS",
     "HHFormatError",
     "split_turns",
+    "last_split",
+    "last_split_report",
     "parse_hh",
     "render_hh",
     "format_hh",
@@ -107,6 +109,43 @@ def split_turns(transcript: str) -> list[dict[str, str]]:
     if not turns[-1]["content"]:
         raise HHFormatError("empty_response")
     return turns
+
+
+_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+
+
+def last_split(transcript: str) -> tuple[str, str]:
+    """The reference recipe (the DPO authors' ``extract_anthropic_prompt``, TRL's old HH script): everything up to
+    and including the **last** ``"\n\nAssistant:"`` is the prompt, the rest the response. ``("", transcript)``
+    when the marker is missing."""
+    if not isinstance(transcript, str):
+        raise ValueError(f"transcript must be a string, got {type(transcript).__name__}")
+    i = transcript.rfind(_ASSISTANT)
+    return ("", transcript) if i < 0 else (transcript[: i + len(_ASSISTANT)], transcript[i + len(_ASSISTANT):])
+
+
+def last_split_report(rows: list[dict]) -> dict[str, Any]:
+    """What the last-split recipe hands a chat model, counted over raw HH ``rows``:
+
+    - ``raw_prompts``: prompts that are a raw transcript (``"Human:"`` text), i.e. one user message holding every
+      earlier turn as text instead of role-tagged turns, ``multi_turn`` of them with earlier assistant turns inside;
+    - ``leading_space``: chosen responses that start with whitespace (the space after ``"Assistant:"``);
+    - ``rejected_elsewhere``: rows whose rejected transcript does not start with the chosen side's prompt (its
+      "response" then answers a different conversation); ``no_marker``: rows without an Assistant marker.
+    """
+    out = {"rows": len(rows), "raw_prompts": 0, "multi_turn": 0, "leading_space": 0, "rejected_elsewhere": 0,
+           "no_marker": 0}
+    for r in rows:
+        _check_row(r)
+        prompt, chosen = last_split(r["chosen"])
+        if not prompt:
+            out["no_marker"] += 1
+            continue
+        out["raw_prompts"] += _HUMAN in prompt
+        out["multi_turn"] += prompt.count(_ASSISTANT) > 1
+        out["leading_space"] += chosen[:1].isspace()
+        out["rejected_elsewhere"] += not r["rejected"].startswith(prompt)
+    return out
 
 
 def _check_row(example: Any) -> None:

@@ -323,3 +323,20 @@ def test_saved_toy_splits_are_rebuilt_when_the_toy_files_change(tmp_path, monkey
     monkeypatch.setattr(data, "_toy_fingerprint", lambda: "changed-data")
     load_or_build_splits(out, source="toy")
     assert "stale toy data" in capsys.readouterr().out
+
+
+def test_last_split_is_the_reference_recipe_and_its_report_counts_the_pitfalls(real_rows):
+    from helpers.data import last_split, last_split_report
+
+    t = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: 2+2?\n\nAssistant: 4"
+    assert last_split(t) == ("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: 2+2?\n\nAssistant:", " 4")
+    assert last_split("no marker") == ("", "no marker")
+    with pytest.raises(ValueError, match="transcript"):
+        last_split(None)
+    rep = last_split_report([{"chosen": t, "rejected": t[:-2] + " five"},
+                             {"chosen": "\n\nHuman: x\n\nAssistant:y", "rejected": "\n\nHuman: z\n\nAssistant: y"}])
+    assert rep == {"rows": 2, "raw_prompts": 2, "multi_turn": 1, "leading_space": 1, "rejected_elsewhere": 1,
+                   "no_marker": 0}
+    real = last_split_report(real_rows)
+    multi = sum(r["chosen"].count("\n\nHuman:") > 1 for r in real_rows)
+    assert real["raw_prompts"] == len(real_rows) and real["multi_turn"] == multi and real["leading_space"] > 0

@@ -40,6 +40,30 @@ def test_notebook_conventions(path):
     assert "/work/" not in src and "/home/" not in src, "relative paths only"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_workshop_path_and_marked_appendices(path):
+    """Every notebook names its workshop path; 01 and 03 keep their deep dives in marked appendices after the main
+    sections; a "Predict, then run" question is answered by the code cell right after it, not by its own text."""
+    cells = _cells(path)
+    assert "**Workshop path" in cells[0].source
+    heads = [(i, line) for i, c in enumerate(cells) if c.cell_type == "markdown"
+             for line in c.source.splitlines() if line.startswith("## ")]
+    appendix = [i for i, h in heads if h.startswith("## Appendix")]
+    if path.stem[:2] in ("01", "03"):
+        assert len(appendix) >= 2, heads
+        main = [i for i, h in heads if not h.startswith("## Appendix")]
+        assert max(main) < min(appendix), "appendices come after every main section"
+        numbers = [int(h.split()[1].rstrip(".")) for i, h in heads if h.split()[1].rstrip(".").isdigit()]
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), numbers
+    for i, c in enumerate(cells):
+        if c.cell_type == "markdown" and "**Predict, then run.**" in c.source:
+            question = c.source[c.source.index("**Predict, then run.**"):]
+            assert "?" in question, f"cell {i}: a question"
+            assert cells[i + 1].cell_type == "code", f"cell {i}: the answer must be the next code cell"
+    if path.stem[:2] in ("01", "03", "04"):
+        assert any("**Predict, then run.**" in c.source for c in cells if c.cell_type == "markdown")
+
+
 def test_colab_cell_is_identical_everywhere():
     firsts = {next(c for c in _cells(p) if c.cell_type == "code").source for p in NOTEBOOKS}
     assert len(firsts) == 1
@@ -57,6 +81,9 @@ def test_notebook02_counts_equal_independent_counts(tmp_path, shared_hh_path, mo
     assert m["dropped"] == dict(reasons)
     assert m["first_split_corrupted"] == m["multi_turn_rows"] == sum(r["chosen"].count("\n\nHuman:") > 1
                                                                      for r in real_rows_raw)
+    # the reference (last-split) recipe, counted independently: raw transcripts as prompts, leading spaces
+    assert m["last_split"]["raw_prompts"] == m["last_split"]["leading_space"] == 1200
+    assert m["last_split"]["multi_turn"] == m["multi_turn_rows"]
     assert (tmp_path / "02_hh" / "train" / "dataset_info.json").exists()
     assert (tmp_path / "figures" / "02_token_lengths.png").stat().st_size > 10_000
 
