@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_policy", "expected_generation", "generate_side_by_side", "implicit_rewards", "win_rate", "strict_win_rate", "judge_from_env",
+__all__ = ["load_policy", "expected_generation", "generate_side_by_side", "implicit_rewards", "win_rate",
+           "strict_win_rate", "judge_from_env",
            "JudgeError", "parse_verdict", "judge_pairs", "conversation_text", "wilson_interval", "export_comparison"]
 
 

@@ -61,7 +61,7 @@ LOSS_INFO: dict[str, tuple[str, str]] = {
     ),
     "sigmoid_norm": (
         "DPO with per-token averaged log-ratios (length-normalised; cf. SimPO's normalisation, arXiv:2405.14734)",
-        "Sigmoid loss on the per-token margin: weakens the length bias of summed log-probs (notebook 01 §5 measures "
+        "Sigmoid loss on the per-token margin: weakens the length bias of summed log-probs (notebook 01 §4 measures "
         "by how much; it does not remove it).",
     ),
 }

@@ -92,9 +92,9 @@ def test_the_judge_sees_the_whole_conversation_and_the_win_rate_has_a_wilson_int
 def test_expected_generation_counts_decode_steps_and_names_its_source():
     """Notebook 05 prints this before generating: 2 sides x batches x new tokens, at the CPU rate measured for
     SmolLM2 or the GPU arithmetic (labelled); its online parameters fit a workshop on a GPU."""
-    import nbformat
-
     from pathlib import Path
+
+    import nbformat
 
     from helpers.compare import expected_generation
 

@@ -164,7 +164,7 @@ def test_gradient_weight_is_the_autograd_gradient_per_log_prob():
 
 
 def test_the_separate_chosen_terms_push_up_fade_or_have_a_finite_target_and_none_forbids_a_fall():
-    """What notebook 01 §4 says of bco_pair / apo_zero / sppo_hard / nca_pair, computed by autograd."""
+    """What notebook 01 Appendix A says of bco_pair / apo_zero / sppo_hard / nca_pair, computed by autograd."""
     import math
 
     from helpers.losses import chosen_push
