@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 __all__ = ["REASONS", "TOY_REASONS", "RULES", "malformed_reason", "is_malformed", "malformed_report", "calibration",
            "excess_rate"]
 
-REASONS = ("empty", "no_letters", "chat_marker", "role_turn", "repetition")  # real text, checked in this order
+REASONS = ("empty", "no_letters", "chat_marker", "role_turn", "repetition", "fragments")  # real text, in this order
 TOY_REASONS = ("empty", "starts_with_non_letter", "unfinished", "line_break", "role_word")
 RULES = ("real", "toy")
 _ROLE = re.compile(r"\b(?:user|assistant|system|human)\b", re.IGNORECASE)
@@ -48,6 +48,15 @@ def _repetition(s: str) -> bool:
     grams = Counter(zip(words, words[1:], words[2:], strict=False))
     _, n = grams.most_common(1)[0]
     return n >= 4 and 3 * n >= 0.4 * len(words)
+
+
+def _fragments(s: str) -> bool:
+    """Three or more blank-line-separated pieces, most of them one or two words ("Hello!\n\nAbsol!!\n\nAbsolutely!"):
+    what a collapsed SmolLM2 wrote (benchmarks/bench_onpolicy_dpo.py, off-policy pairs at lr 1e-3); the trigram
+    repetition rule needs 12 words and misses it."""
+    paras = [p for p in re.split(r"\n\s*\n", s) if p.strip()]
+    short = sum(len(_WORD.findall(p)) <= 2 for p in paras)
+    return len(paras) >= 3 and short >= 3 and short >= 0.6 * len(paras)
 
 
 def _toy_reason(s: str) -> str | None:
@@ -84,6 +93,8 @@ def malformed_reason(text: str, *, rules: str = "real") -> str | None:
         return "role_turn"
     if _repetition(s):
         return "repetition"
+    if _fragments(s):
+        return "fragments"
     return None
 
 
@@ -148,4 +159,26 @@ def calibration(root: str | None = None) -> str:
         f"  toy world's over-optimised run (lr {t['recipe']['learning_rate']:g}): toy rules flag "
         f"{t['toy']['run']['malformed_rate']:.0%} (its reference {t['toy']['reference']['malformed_rate']:.0%}); "
         f"real-text rules {t['real']['run']['malformed_rate']:.0%}",
-    ])
+    ] + _real_overoptimised(path.parents[2] / PILOT_FILE))
+
+
+PILOT_FILE = "benchmarks/results/online_recipe_pilot.json"
+
+
+def _real_overoptimised(path) -> list[str]:
+    """The calibration line of SmolLM2 deliberately over-optimised (``benchmarks/bench_online_recipe_pilot.py``)."""
+    import json
+
+    if not path.exists():
+        return []
+    c = json.loads(path.read_text())
+    o = c.get("overoptimised")
+    run = next((r for r in c["runs"] if o and (r["learning_rate"], r["sft_weight"]) ==
+                (o["learning_rate"], o["sft_weight"])), None)
+    if run is None:
+        return []
+    ref, q = c["reference"]["quality"], run["policy"]["quality"]
+    return [f"  SmolLM2 deliberately over-optimised on real HH pairs (lr {o['learning_rate']:g}, no SFT term, "
+            f"{c['settings']['steps']} steps of {c['settings']['batch_size']}, a CPU pilot): real-text rules flag "
+            f"{q['malformed_rate']:.0%} {q['reasons'] or ''} (its reference {ref['malformed_rate']:.0%}, "
+            f"{q['n']} samples), KL {run['policy']['kl']:.1f}"]

@@ -24,6 +24,8 @@ from helpers.quality import (
     ("The capital is Paris.\nuser\nAnd Spain?", "role_turn"), ("Sure.\n\nHuman: thanks", "role_turn"),
     ("Sure!\nAssistant: here it is.", "role_turn"), ("Okay.\nUser: what else?", "role_turn"),
     ("I am sorry " * 8, "repetition"), ("Certainly! green. " * 6, "repetition"),
+    ("Hello!\n\nAbsol!!\n\nAbsolutely!", "fragments"),  # a collapsed SmolLM2 (off-policy pairs at lr 1e-3)
+    ("Absol! greeting!\n\nHello!\n\nHello!\n\nHello!", "fragments"),
 ])
 def test_real_text_rules_flag_what_is_broken(text, reason):
     assert malformed_reason(text) == reason and is_malformed(text)
@@ -35,6 +37,7 @@ def test_real_text_rules_flag_what_is_broken(text, reason):
     "To reset it, the system must be booted from the recovery disk.", "A human being in California can do that.",
     "Ask the user for their password only through the official form.", "The answer is 4 because two plus two",
     "3 is odd.", "That is a good question", "\"Hello\" is a greeting.", "- first item\n- second item",
+    "Sure.\n\nFirst, preheat the oven.\n\nThen bake it for an hour.", "Yes.\n\nNo.",
 ])
 def test_real_text_rules_pass_fluent_answers_even_cut_or_listed(text):
     assert malformed_reason(text) is None, malformed_reason(text)
