@@ -6,6 +6,7 @@ tests compute on their own.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from pathlib import Path
@@ -38,6 +39,9 @@ def test_notebook_conventions(path):
     assert "banner(" in code[tagged[0] + 1].source, "the runtime banner comes right after the parameters"
     src = "\n".join(c.source for c in code)
     assert "/work/" not in src and "/home/" not in src, "relative paths only"
+    for i, c in enumerate(code):  # a syntax error fails here, not minutes into an execution
+        ast.parse("".join(line for line in c.source.splitlines(True) if not line.lstrip().startswith(("%", "!"))),
+                  filename=f"{path.name} code cell {i}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
