@@ -159,7 +159,30 @@ def calibration(root: str | None = None) -> str:
         f"  toy world's over-optimised run (lr {t['recipe']['learning_rate']:g}): toy rules flag "
         f"{t['toy']['run']['malformed_rate']:.0%} (its reference {t['toy']['reference']['malformed_rate']:.0%}); "
         f"real-text rules {t['real']['run']['malformed_rate']:.0%}",
-    ] + _real_overoptimised(path.parents[2] / PILOT_FILE))
+    ] + _real_overoptimised(path.parents[2] / PILOT_FILE) + _real_collapsed(path.parents[2] / ONPOLICY_FILE))
+
+
+ONPOLICY_FILE = "benchmarks/results/onpolicy_smollm2_cpu_dpo.json"
+
+
+def _real_collapsed(path) -> list[str]:
+    """SmolLM2 collapsed by off-policy pairs at lr 1e-3 (``benchmarks/bench_onpolicy_dpo.py``): its stored answers
+    (one per held-out question) judged by today's rules, next to the reference's."""
+    import json
+
+    if not path.exists():
+        return []
+    c = json.loads(path.read_text())
+    run = next((r for r in c["runs"] if r["name"] == "offpolicy_lr1e-3"), None)
+    if run is None:
+        return []
+    flagged = [malformed_reason(t) for t in run["policy"]["examples"]]
+    ref = [malformed_reason(t) for t in c["reference"]["examples"]]
+    reasons = dict(Counter(r for r in flagged if r))
+    return [f"  SmolLM2 collapsed by off-policy pairs (lr {run['learning_rate']:g}, {run['steps']} steps; held-out "
+            f"pass rate {run['policy']['pass_rate']:.2f}, KL {run['policy']['kl']:.0f}): real-text rules flag "
+            f"{sum(map(bool, flagged))} of its {len(flagged)} stored answers {reasons or ''} (reference "
+            f"{sum(map(bool, ref))} of {len(ref)})"]
 
 
 PILOT_FILE = "benchmarks/results/online_recipe_pilot.json"
@@ -178,7 +201,9 @@ def _real_overoptimised(path) -> list[str]:
     if run is None:
         return []
     ref, q = c["reference"]["quality"], run["policy"]["quality"]
-    return [f"  SmolLM2 deliberately over-optimised on real HH pairs (lr {o['learning_rate']:g}, no SFT term, "
+    ex, se = excess_rate(q["malformed_rate"], q["n"], ref["malformed_rate"], ref["n"])
+    return [f"  SmolLM2 meant to over-optimise on real HH pairs (lr {o['learning_rate']:g}, no SFT term, "
             f"{c['settings']['steps']} steps of {c['settings']['batch_size']}, a CPU pilot): real-text rules flag "
-            f"{q['malformed_rate']:.0%} {q['reasons'] or ''} (its reference {ref['malformed_rate']:.0%}, "
-            f"{q['n']} samples), KL {run['policy']['kl']:.1f}"]
+            f"{q['malformed_rate']:.0%}{' ' + str(q['reasons']) if q['reasons'] else ''} (its reference "
+            f"{ref['malformed_rate']:.0%}, {q['n']} samples), KL {run['policy']['kl']:.1f}"
+            + (": not broken at this size" if ex <= 2 * se else "")]

@@ -28,13 +28,15 @@ from helpers.losses import LOSS_TYPES
 from helpers.models import MODEL_ID, LoraSettings
 from helpers.toy_model import TOY_DPO
 
-__all__ = ["DPORecipe", "OFFLINE", "TOY", "resolve_model", "load_lora_model", "load_data", "check_lengths",
+__all__ = ["DPORecipe", "OFFLINE", "TOY", "ONPOLICY", "pilot_pick", "resolve_model", "load_lora_model", "load_data",
+           "check_lengths",
            "data_provenance", "dpo_config", "make_trainer", "prepare_output_dir", "last_checkpoint",
            "checkpoint_problem", "train_with_resume", "reference_report", "after_report", "save_adapter",
            "write_metrics", "run_recipe", "expected_minutes", "expected_time", "trained_adapter", "LR_SCHEDULERS",
            "main"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
+ONPOLICY = "smollm2-onpolicy"  # data=ONPOLICY: SmolLM2's own answers to the toy world's questions (helpers.onpolicy)
 # transformers 5.17's SchedulerType values (tests/test_reliability.py keeps them equal): checked before anything loads
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
@@ -51,7 +53,8 @@ class DPORecipe:
     output_dir: str = "runs/notebooks/03_dpo"
     beta: float = 0.1
     loss_type: str = "sigmoid"
-    sft_weight: float = 0.0  # > 0: add TRL's "sft" loss on the chosen answer with this weight (the old rpo_alpha)
+    sft_weight: float = 0.5  # > 0: add TRL's "sft" loss on the chosen answer with this weight (the old rpo_alpha);
+    #                          0.5 online: chosen by pilot_pick from benchmarks/results/online_recipe_pilot.json
     learning_rate: float = 5e-5
     max_steps: int = 250  # -1: train for `epochs` instead
     epochs: float = 1.0
@@ -176,6 +179,10 @@ def load_data(recipe: DPORecipe) -> dict[str, Any]:
 
     if recipe.data == TOY:
         return resolve_hh(TOY_SOURCE).data
+    if recipe.data == ONPOLICY:
+        from helpers.onpolicy import load_onpolicy
+
+        return load_onpolicy()
     return load_or_build_splits(recipe.data, source=recipe.data_source, rebuild_with=SPLIT_LIMITS)
 
 
@@ -184,6 +191,9 @@ def data_provenance(recipe: DPORecipe) -> dict[str, Any]:
     saying how it was chosen (from the saved splits' ``report.json``). Recorded in ``metrics.json`` as ``data``."""
     if recipe.data == TOY:
         return {"source": TOY, "note": "offline default: the toy world's data/toy_hh_*.jsonl"}
+    if recipe.data == ONPOLICY:
+        return {"source": ONPOLICY, "note": "SmolLM2's own answers to the toy world's questions, ranked by a ground "
+                "truth (helpers.onpolicy): data/smollm2_onpolicy_*.jsonl"}
     try:
         report = json.loads(Path(recipe.data, "report.json").read_text())
     except (OSError, ValueError):
@@ -594,6 +604,45 @@ def _toy_style(recipe: DPORecipe) -> dict[str, Any]:
     from helpers.toy_model import TOY_DECODING
 
     return dict(style_fn=is_chosen_style, decoding=TOY_DECODING)
+
+
+PILOT_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "online_recipe_pilot.json"
+
+
+def pilot_pick(results: dict[str, Any]) -> dict[str, Any]:
+    """The online learning rate and SFT weight chosen from ``benchmarks/bench_online_recipe_pilot.py``'s results by a
+    rule fixed before the pilot ran: among the grid's runs (not the deliberately over-optimised one) whose samples stay
+    well-formed (malformed rate within two standard errors of the reference's), take the **largest learning rate**
+    at which both SFT settings are well-formed (a fixed step budget learns most at the fastest rate that does not
+    break answers); at it, keep the **SFT term** if it holds Δ log p(chosen) higher than without it while losing at
+    most one standard error of held-out reward accuracy. Returns ``{"learning_rate", "sft_weight", "why",
+    "rows"}``; ``rows`` the runs with ``ok`` (well-formed) and ``acc_se``."""
+    import math
+
+    over = results.get("overoptimised") or {}
+    rows = []
+    for r in results["runs"]:
+        if (r["learning_rate"], r["sft_weight"]) == (over.get("learning_rate"), over.get("sft_weight")):
+            continue
+        acc, n = r["after"]["rewards/accuracies"], results["settings"]["test_pairs"]
+        rows.append({**r, "ok": r["malformed_excess"] <= 2 * r["malformed_excess_se"],
+                     "acc_se": math.sqrt(max(acc * (1 - acc), 1e-12) / n)})
+    lrs = sorted({r["learning_rate"] for r in rows})
+    good = [lr for lr in lrs if all(r["ok"] for r in rows if r["learning_rate"] == lr)]
+    if not good:
+        raise ValueError("no learning rate of the pilot kept its samples well-formed: nothing to choose")
+    lr = max(good)
+    at = {r["sft_weight"]: r for r in rows if r["learning_rate"] == lr}
+    sfts = sorted(at)
+    plain, with_sft = at[sfts[0]], at[sfts[-1]]
+    keep = (len(sfts) > 1 and with_sft["after"]["delta_logps/chosen"] > plain["after"]["delta_logps/chosen"]
+            and with_sft["after"]["rewards/accuracies"] >= plain["after"]["rewards/accuracies"] - plain["acc_se"])
+    pick = with_sft if keep else plain
+    why = (f"largest well-formed learning rate {lr:g}; SFT term {pick['sft_weight']:g}: Δ log p(chosen) "
+           f"{with_sft['after']['delta_logps/chosen']:+.2f} with it vs {plain['after']['delta_logps/chosen']:+.2f} "
+           f"without, held-out reward accuracy {with_sft['after']['rewards/accuracies']:.2f} vs "
+           f"{plain['after']['rewards/accuracies']:.2f} (± {plain['acc_se']:.2f})")
+    return {"learning_rate": lr, "sft_weight": pick["sft_weight"], "why": why, "rows": rows}
 
 
 def expected_minutes(recipe: DPORecipe) -> tuple[float | None, str]:

@@ -117,3 +117,18 @@ def test_strict_win_rate_counts_malformed_as_losses():
     assert strict_win_rate(pol, ref, [True, True, False, False], [False, True, True, False]) == (0 + 0.5 + 1 + 0.5) / 4
     with pytest.raises(ValueError, match="equal length"):
         strict_win_rate(pol, ref, [True], [False])
+
+
+def test_calibration_prints_the_real_model_runs_judged_by_todays_rules():
+    """The collapsed SmolLM2 of the on-policy benchmark (off-policy pairs, lr 1e-3) is flagged by the real-text rules
+    (it was not before the 'fragments' rule), its reference is not, and the pilot's lr 5e-4 run has its own line."""
+    import re
+
+    from helpers.quality import calibration
+
+    text = calibration()
+    m = re.search(r"collapsed by off-policy pairs .*flag (\d+) of its (\d+) stored answers .*\(reference (\d+) of", text)
+    assert m, text
+    flagged, n, ref = map(int, m.groups())
+    assert flagged > n / 2 and ref <= 1
+    assert "meant to over-optimise on real HH pairs" in text

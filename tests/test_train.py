@@ -249,3 +249,40 @@ def test_notebook04s_online_grid_fits_20_minutes_of_t4_training_by_its_own_estim
     runs = len(params["BETAS"]) + 1 + len([x for x in params["LOSS_SWEEP"] if x != "sigmoid"])
     minutes, _ = expected_minutes(base)
     assert runs * minutes <= 20, (runs, minutes)
+
+
+def test_pilot_pick_follows_its_rule():
+    """The online recipe's rule (helpers.train.pilot_pick): the largest learning rate at which both SFT settings stay
+    well-formed; the SFT term kept when it holds chosen log-probs higher at no more than one s.e. of accuracy."""
+    from helpers.train import pilot_pick
+
+    def run(lr, sft, acc, dc, excess=0.0):
+        return {"learning_rate": lr, "sft_weight": sft, "malformed_excess": excess, "malformed_excess_se": 0.05,
+                "after": {"rewards/accuracies": acc, "delta_logps/chosen": dc}}
+
+    res = {"settings": {"test_pairs": 32}, "overoptimised": {"learning_rate": 5e-4, "sft_weight": 0.0},
+           "runs": [run(5e-6, 0, .5, 0), run(5e-6, .5, .5, 0), run(2e-5, 0, .6, -.5), run(2e-5, .5, .58, .2),
+                    run(5e-5, 0, .7, -2, excess=0.3), run(5e-5, .5, .7, -.5), run(5e-4, 0, .9, -30, excess=0.5)]}
+    p = pilot_pick(res)
+    assert (p["learning_rate"], p["sft_weight"]) == (2e-5, 0.5)  # 5e-5 broke answers without the SFT term
+    res["runs"][3]["after"]["rewards/accuracies"] = 0.4  # the SFT term now costs more than one s.e. of accuracy
+    assert pilot_pick(res)["sft_weight"] == 0
+    res["runs"] = [run(5e-6, 0, .5, 0, excess=0.4)]
+    with pytest.raises(ValueError, match="well-formed"):
+        pilot_pick(res)
+
+
+def test_the_online_defaults_are_what_the_shipped_pilot_picks():
+    """Notebook 03's parameters, DPORecipe's defaults and pilot_pick on benchmarks/results/online_recipe_pilot.json
+    agree (a rerun of the pilot that picks otherwise fails here until the defaults follow)."""
+    import json
+
+    from helpers.train import PILOT_FILE, pilot_pick
+
+    pick = pilot_pick(json.loads(PILOT_FILE.read_text()))
+    params = {}
+    exec(next(c for c in nbformat.read(ROOT / "notebooks" / "03_unsloth_lora_dpo.ipynb", as_version=4).cells
+              if "parameters" in c.metadata.get("tags", [])).source, params)
+    d = DPORecipe()
+    assert (pick["learning_rate"], pick["sft_weight"]) == (d.learning_rate, d.sft_weight) == \
+        (params["LEARNING_RATE"], params["SFT_WEIGHT"])
