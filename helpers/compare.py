@@ -52,7 +52,8 @@ def load_policy(adapter_dir: str | Path, base_model: str | Path):
 
 
 # Seconds per decode step of one generation batch (helpers.evaluation.sample_responses, up to 32 prompts).
-CPU_DECODE_STEP_S = 2.0   # measured: SmolLM2-135M, 32 HH prompts, 2 cores (benchmarks/results/quality_calibration.json)
+CPU_DECODE_STEP_S = 2.4   # measured: SmolLM2-135M, 32 HH prompts, 2 cores: 518 s and 627 s for 256 steps in two runs
+#                           of benchmarks/bench_quality_calibration.py (the later one in quality_calibration.json)
 GPU_DECODE_STEP_S = 0.03  # arithmetic, not measured: HF generate on a 30-layer 135M model with an unmerged LoRA is
 #                           launch-bound, ~1 ms per layer per token on a T4-class GPU
 
@@ -73,7 +74,7 @@ def expected_generation(n_prompts: int, decoding: dict, *, device: str, toy: boo
     if device == "cuda":
         return steps * GPU_DECODE_STEP_S, (f"{steps} decode steps x ~{GPU_DECODE_STEP_S * 1000:.0f} ms (arithmetic "
                                            "for a 135M model on a T4-class GPU, not a measurement)")
-    return steps * CPU_DECODE_STEP_S, (f"{steps} decode steps x ~{CPU_DECODE_STEP_S:.0f} s per batch step measured "
+    return steps * CPU_DECODE_STEP_S, (f"{steps} decode steps x ~{CPU_DECODE_STEP_S:.1f} s per batch step measured "
                                        "for SmolLM2 on 2 CPU cores (quality_calibration.json); use a GPU runtime")
 
 

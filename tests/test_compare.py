@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -96,14 +97,17 @@ def test_expected_generation_counts_decode_steps_and_names_its_source():
 
     import nbformat
 
-    from helpers.compare import expected_generation
+    from helpers.compare import CPU_DECODE_STEP_S, expected_generation
 
     ROOT = Path(__file__).resolve().parents[1]
 
     cpu, why = expected_generation(64, {"max_new_tokens": 128}, device="cpu")
-    assert "measured" in why and cpu == pytest.approx(2 * 2 * 128 * 2.0)  # 2 sides x 2 batches x 128 x 2 s
+    assert "measured" in why and cpu == pytest.approx(2 * 2 * 128 * CPU_DECODE_STEP_S)  # 2 sides x 2 batches x 128
     gpu, why = expected_generation(64, {"max_new_tokens": 128}, device="cuda")
     assert "not a measurement" in why and gpu < cpu / 10
+    c = json.loads((ROOT / "benchmarks" / "results" / "quality_calibration.json").read_text())["smollm2_reference"]
+    steps = math.ceil(c["prompts"] / 32) * c["decoding"]["max_new_tokens"]  # one side, batches of 32
+    assert CPU_DECODE_STEP_S == pytest.approx(c["seconds"] / steps, rel=0.25)  # the constant follows the measurement
     assert expected_generation(65, {"max_new_tokens": 128}, device="cuda")[0] == pytest.approx(gpu * 1.5)
     assert expected_generation(6, {"max_new_tokens": 32}, device="cpu", toy=True)[0] is None
     for bad, match in (({"n_prompts": 0}, "n_prompts"), ({"device": "tpu"}, "device")):

@@ -127,7 +127,8 @@ def test_calibration_prints_the_real_model_runs_judged_by_todays_rules():
     from helpers.quality import calibration
 
     text = calibration()
-    m = re.search(r"collapsed by off-policy pairs .*flag (\d+) of its (\d+) stored answers .*\(reference (\d+) of", text)
+    m = re.search(r"collapsed by off-policy pairs .*flag (\d+) of its (\d+) stored answers .*\(reference (\d+) of",
+                  text)
     assert m, text
     flagged, n, ref = map(int, m.groups())
     assert flagged > n / 2 and ref <= 1
