@@ -80,9 +80,13 @@ def train_pairs(cfg: dict):
 
         return resolve_hh(TOY).data["train"].shuffle(seed=0).select(range(n)), held
     rows = [_json.loads(x) for x in (DATA_DIR / FILES["train"]).read_text().splitlines() if x.strip()]
-    kept: dict[int, int] = {}  # the first pairs_per_question pairs of each question
-    rows = [r for r in rows if kept.setdefault(r["question_id"], 0) < cfg["pairs_per_question"]
-            and not kept.update({r["question_id"]: kept[r["question_id"]] + 1})]
+    seen: dict[int, int] = {}  # keep the first pairs_per_question pairs of each question
+    kept = []
+    for r in rows:
+        seen[r["question_id"]] = seen.get(r["question_id"], 0) + 1
+        if seen[r["question_id"]] <= cfg["pairs_per_question"]:
+            kept.append(r)
+    rows = kept
     train = Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows]).shuffle(seed=0)
     if len(train) < n:
         raise ValueError(f"{cfg}: {len(train)} pairs < {n} needed")

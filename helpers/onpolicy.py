@@ -29,7 +29,7 @@ from typing import Any
 
 from helpers.toy import _CAPITALS, _COLORS, _NUMBERS, _OPPOSITES, _SOUNDS
 
-__all__ = ["Question", "questions", "split_questions", "check_answer", "check_line", "sample_answers", "evaluate",
+__all__ = ["Question", "questions", "split_questions", "check_answer", "CHECK_LINE", "sample_answers", "evaluate",
            "make_pairs", "build", "benchmark_verdicts", "load_onpolicy", "manifest", "pass_rate", "DECODING", "FILES"]
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -174,10 +174,6 @@ def check_answer(q: Question, text: str, *, stopped: bool = True) -> str | None:
     if other:
         return f"wrong: {other}"
     return None if _has(head, q.forms) else "misses the answer"
-
-
-def check_line() -> str:
-    return CHECK_LINE
 
 
 def _seeded_generate(model, tokenizer, q: Question, n: int, seed: int, decoding: dict) -> list[tuple[str, bool]]:
