@@ -43,7 +43,7 @@ def _args(data: Path, out: Path, backend: str) -> list[str]:
             "--batch-size", "2", "--grad-accum", "1", "--max-steps", "3", "--max-length", "96",
             "--max-prompt-length", "80", "--learning-rate", "2e-3", "--warmup-steps", "0", "--lr-scheduler",
             "constant", "--lora-r", "8", "--lora-alpha", "16", "--logging-steps", "1", "--eval-steps", "1000",
-            "--save-steps", "1000"]
+            "--save-steps", "1000", "--sft-weight", "0"]  # plain DPO, so step 1's loss is ln 2 (the default adds SFT)
 
 
 @pytest.mark.parametrize("backend", ["transformers", "unsloth"])
