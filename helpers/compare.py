@@ -75,7 +75,8 @@ def expected_generation(n_prompts: int, decoding: dict, *, device: str, toy: boo
         return steps * GPU_DECODE_STEP_S, (f"{steps} decode steps x ~{GPU_DECODE_STEP_S * 1000:.0f} ms (arithmetic "
                                            "for a 135M model on a T4-class GPU, not a measurement)")
     return steps * CPU_DECODE_STEP_S, (f"{steps} decode steps x ~{CPU_DECODE_STEP_S:.1f} s per batch step measured "
-                                       "for SmolLM2 on 2 CPU cores (quality_calibration.json); use a GPU runtime")
+                                       "for SmolLM2 on 2 CPU cores with 32 long HH prompts (quality_calibration."
+                                       "json): an upper bound for smaller batches; use a GPU runtime")
 
 
 def generate_side_by_side(model, tokenizer, prompts, *, decoding: dict, seed: int = 0) -> list[dict[str, Any]]:
