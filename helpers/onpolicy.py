@@ -156,16 +156,13 @@ def check_answer(q: Question, text: str, *, stopped: bool = True) -> str | None:
             return "cut off"
         first = text.strip()
 
-    def clean(t: str) -> str:
-        if q.kind != "sum":
-            return re.sub(rf"\b{re.escape(q.subject)}\b", " ", t, flags=re.IGNORECASE)
-        a, b = (int(x) for x in q.subject.split("+"))
-        num = {v: rf"(?:{_NUMBERS[v]}|{v})" for v in (a, b)}
-        return re.sub(rf"\b{num[a]}\s*(?:plus|\+|and)\s*{num[b]}\b", " ", t, flags=re.IGNORECASE)
-
-    body, head = clean(text), clean(first)
     if q.kind == "sum":
         a, b = (int(x) for x in q.subject.split("+"))
+        restated = rf"\b(?:{_NUMBERS[a]}|{a})\s*(?:plus|\+|and)\s*(?:{_NUMBERS[b]}|{b})\b"
+    else:
+        restated = rf"\b{re.escape(q.subject)}\b"
+    body, head = (re.sub(restated, " ", t, flags=re.IGNORECASE) for t in (text, first))
+    if q.kind == "sum":
         wrong = sorted({_number(m) for m in _NUMBER_RE.findall(body)} - {a, b, a + b})
         if wrong:
             return f"wrong: {wrong[0]}"
@@ -246,11 +243,13 @@ def evaluate(model, tokenizer, qs: list[Question], *, n_samples: int = 4, refere
     samples at temperature 0.7 are not the policy's own distribution, so they cannot estimate it)."""
     import numpy as np
 
+    from helpers.evaluation import sample_responses
     from helpers.quality import malformed_report
 
     prompts = [[{"role": "user", "content": q.question}] for q in qs]
     k = n_samples
-    texts, stopped = _sample(model, tokenizer, prompts, k, seed, batch_size, reference)
+    texts, stopped = sample_responses(model, tokenizer, [p for p in prompts for _ in range(k)], seed=seed,
+                                      batch_size=batch_size, reference=reference, return_stopped=True, **DECODING)
     per_q = [list(zip(texts[i * k:(i + 1) * k], stopped[i * k:(i + 1) * k], strict=True)) for i in range(len(qs))]
     out = {**pass_rate(qs, per_q), "quality": malformed_report(texts, stopped=stopped),
            "mean_words": float(np.mean([len(t.split()) for t in texts])), "examples": [ss[0][0] for ss in per_q],
@@ -262,15 +261,6 @@ def evaluate(model, tokenizer, qs: list[Question], *, n_samples: int = 4, refere
                            max_new_tokens=DECODING["max_new_tokens"], seed=seed)
         out.update(kl=m["kl"], kl_se=m["kl_sem"], kl_n=m["kl_n"])
     return out
-
-
-def _sample(model, tokenizer, prompts, k: int, seed: int, batch_size: int, reference: bool):
-    from helpers.evaluation import sample_responses
-
-    return sample_responses(model, tokenizer, [p for p in prompts for _ in range(k)], seed=seed,
-                            batch_size=batch_size, reference=reference, return_stopped=True,
-                            do_sample=DECODING["do_sample"], temperature=DECODING["temperature"],
-                            top_p=DECODING["top_p"], max_new_tokens=DECODING["max_new_tokens"])
 
 
 _FAIL_ORDER = ("wrong", "misses the answer", "cut off", "malformed")  # which failing sample to reject first
@@ -289,10 +279,9 @@ def make_pairs(qs: list[Question], samples: list[list[tuple[str, bool]]], *,
         raise ValueError(f"pairs_per_question must be >= 1, got {pairs_per_question}")
     rows = []
     for q, ss in zip(qs, samples, strict=True):
-        uniq = list(dict.fromkeys(ss))
-        good = sorted({t for t, s in uniq if check_answer(q, t, stopped=s) is None}, key=lambda t: (len(t), t))
-        bad = [(t, check_answer(q, t, stopped=s)) for t, s in uniq]
-        bad = [(t, w) for t, w in bad if w is not None and t not in good]
+        judged = [(t, check_answer(q, t, stopped=s)) for t, s in dict.fromkeys(ss)]
+        good = sorted({t for t, w in judged if w is None}, key=lambda t: (len(t), t))
+        bad = [(t, w) for t, w in judged if w is not None and t not in good]
         bad.sort(key=lambda tw: next(i for i, k in enumerate(_FAIL_ORDER) if tw[1].startswith(k)))
         for i, (r, why) in enumerate(bad[:pairs_per_question] if good else []):
             c = good[i % len(good)]  # fewer passing than failing samples: a passing one is reused
