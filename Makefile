@@ -33,12 +33,12 @@ hub-venv: $(HUB_STAMP)
 
 ## Main job: execute every notebook headless (offline default) into runs/<timestamp>/, runs/latest -> it.
 run: $(STAMP)
-	$(BIN)/python -m helpers.suite
+	$(BIN)/python -m helpers.course.suite
 
 ## The online track: every notebook's hub path, against HF_ENDPOINT if set, else a local hub started for the run.
 ## DPO_QUICK=1 shrinks steps, rows, prompts and generated tokens (CI runs it that way).
 run-online: $(STAMP) $(HUB_STAMP)
-	$(BIN)/python -m helpers.suite --online
+	$(BIN)/python -m helpers.course.suite --online
 
 ## Whole test suite: pytest unit tests + nbmake on every notebook (the local-hub tests need .venv-hub).
 test: $(STAMP) $(HUB_STAMP)
@@ -55,7 +55,7 @@ PY ?= $(BIN)/python
 publish:
 	@test -n "$(URL)" || { echo "usage: make publish URL=<git URL of the course> [REF=<tag or commit>]"; exit 2; }
 	@test "$(PY)" != "$(BIN)/python" || $(MAKE) -s venv
-	$(PY) -m helpers.publish --url "$(URL)" --ref "$(REF)"
+	$(PY) -m helpers.course.publish --url "$(URL)" --ref "$(REF)"
 
 ## Jupyter is not part of the pinned test stack; this installs JupyterLab into .venv on first use.
 lab: $(STAMP)

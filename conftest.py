@@ -18,10 +18,10 @@ if _SHARED_HH.exists():
 
 
 def _fail_on_unclean_output() -> None:
-    """nbmake: notebooks run with the course's client (``helpers.nbexec.CourseNotebookClient``: no silent wait on a
-    missed kernel message, an IOPub timeout is an error), and a notebook whose executed outputs hold library noise or
-    stacked progress bars, or whose runner waited more than a minute between two cells, fails its test
-    (``helpers.suite.output_problems`` and ``helpers.nbexec.stall_problems``, the checks `make run` applies)."""
+    """nbmake: notebooks run with the course's client (``helpers.course.nbexec.CourseNotebookClient``: no silent
+    wait on a missed kernel message, an IOPub timeout is an error), and a notebook whose executed outputs hold library
+    noise or stacked progress bars, or whose runner waited more than a minute between two cells, fails its test
+    (``helpers.course.suite.output_problems`` and ``helpers.course.nbexec.stall_problems``: what `make run` checks)."""
     try:
         import nbmake.nb_run as nb_run
         from nbmake.nb_result import NotebookError
@@ -30,14 +30,14 @@ def _fail_on_unclean_output() -> None:
         return
     if getattr(NotebookRun.execute, "_dpo_course_checked", False):
         return
-    from helpers.nbexec import CourseNotebookClient
+    from helpers.course.nbexec import CourseNotebookClient
 
     nb_run.NotebookClient = CourseNotebookClient  # the name nbmake's execute() looks up
     execute = NotebookRun.execute
 
     def checked(self, *args, **kwargs):
-        from helpers.nbexec import stall_problems
-        from helpers.suite import output_problems
+        from helpers.course.nbexec import stall_problems
+        from helpers.course.suite import output_problems
 
         result = execute(self, *args, **kwargs)
         problems = output_problems(result.nb) + stall_problems(result.nb) if result.error is None else []
@@ -51,3 +51,4 @@ def _fail_on_unclean_output() -> None:
 
 
 _fail_on_unclean_output()
+

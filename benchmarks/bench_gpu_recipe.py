@@ -1,8 +1,8 @@
 """Notebook 03's recipe on a GPU: Unsloth vs transformers + peft, fp16 and bf16: steps/s, tokens/s, peak memory.
 
-The recipe is ``helpers.train.DPORecipe()``'s online default (LoRA r=16/alpha=32 on all seven projections, batch 8
+The recipe is ``helpers.recipe.DPORecipe()``'s online default (LoRA r=16/alpha=32 on all seven projections, batch 8
 x grad-accum 2 = 16 pairs per optimizer step, max_length 512, TRL 1.14.2 ``DPOTrainer``, reference = adapters off),
-built with the same helpers notebook 03 calls (``helpers.models.load_model``, ``helpers.train.make_trainer``).
+built with the same helpers notebook 03 calls (``helpers.models.load_model``, ``helpers.recipe.make_trainer``).
 Each configuration runs in a fresh process (Unsloth patches transformers on import), on identical synthetic pairs
 of fixed token lengths (prompt/chosen/rejected; defaults = the means of the 1169 real HH-RLHF harmless-base test
 rows under SmolLM2's tokenizer and chat template, prompts <= 384 tokens: 132/41/51), so both backends see the same
@@ -10,7 +10,7 @@ tokens. steps/s is timed over ``--steps`` optimizer steps after ``--warmup`` ste
 counts non-padding tokens of policy forward passes (prompt+chosen and prompt+rejected per pair); peak memory is
 ``torch.cuda.max_memory_allocated`` over the whole training call.
 
-Model: ``--model-dir`` (a saved model, e.g. ``helpers.smollm2.packaged_model_dir()``), or ``--random-config DIR``
+Model: ``--model-dir`` (a saved model, e.g. ``helpers.infra.smollm2.packaged_model_dir()``), or ``--random-config DIR``
 (a directory with SmolLM2-135M's config.json and tokenizer): the exact architecture with random weights, for a GPU
 machine the real weights cannot reach. Speed and memory do not depend on the weight values.
 
@@ -65,7 +65,7 @@ def run_one(a: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
 
     from helpers.models import load_model
-    from helpers.train import DPORecipe, make_trainer
+    from helpers.recipe import DPORecipe, make_trainer
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype]
     cuda = torch.cuda.is_available()

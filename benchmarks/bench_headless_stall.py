@@ -1,7 +1,7 @@
 """How often does a headless runner wait silently between two cells? (issue: headless runs never wait silently)
 
 Executes a notebook N times, one after the other, each in a fresh kernel, and reports per run the longest wait
-between one cell's reply and the next cell's start (nbclient's own timestamps, `helpers.nbexec.cell_timings`),
+between one cell's reply and the next cell's start (nbclient's own timestamps, `helpers.course.nbexec.cell_timings`),
 for nbclient's plain `NotebookClient` (`--client plain`, what `make run` used before) or the course's
 `CourseNotebookClient` (`--client course`). `--load K` keeps K busy-looping processes running meanwhile (the stall
 was seen on a loaded machine). Results go to benchmarks/results/headless_stall_<client>_<name>.json.
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     import nbformat
     from nbclient import NotebookClient
 
-    from helpers.nbexec import CourseNotebookClient, cell_timings
+    from helpers.course.nbexec import CourseNotebookClient, cell_timings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DPO_RUN_DIR", str(ROOT / "runs" / "bench-stall"))

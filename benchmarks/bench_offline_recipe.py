@@ -1,6 +1,6 @@
 """Notebook 03's offline recipe with and without the SFT term: style lift, malformed answers, strict win rate.
 
-Trains the toy world's SFT model with ``helpers.train.OFFLINE`` (LoRA DPO, beta 0.1, lr 1.5e-4, 100 steps of 16
+Trains the toy world's SFT model with ``helpers.recipe.OFFLINE`` (LoRA DPO, beta 0.1, lr 1.5e-4, 100 steps of 16
 pairs), once with ``sft_weight=0`` (plain sigmoid DPO) and once with ``sft_weight=1`` (TRL's ``["sigmoid", "sft"]``:
 DPO plus the negative log-likelihood of the chosen answer), then generates for 200 held-out prompts exactly as
 notebook 05 does (same seed, the toy world's decoding) and scores both sides: chosen-style rate, malformed rate
@@ -30,12 +30,12 @@ def run(name: str, changes: dict, workdir: Path) -> dict:
     import numpy as np
 
     from helpers.compare import generate_side_by_side, strict_win_rate, win_rate
-    from helpers.data import TOY, resolve_hh
     from helpers.evaluation import chat_prompts
     from helpers.quality import malformed_reason
-    from helpers.toy import is_chosen_style, toy_reward
-    from helpers.toy_model import TOY_DECODING
-    from helpers.train import OFFLINE, DPORecipe, run_recipe
+    from helpers.recipe import OFFLINE, DPORecipe, run_recipe
+    from helpers.worlds.splits import TOY, resolve_hh
+    from helpers.worlds.toy import is_chosen_style, toy_reward
+    from helpers.worlds.toy_model import TOY_DECODING
 
     t0 = time.perf_counter()
     r = DPORecipe(**{**OFFLINE, "output_dir": str(workdir / name), "backend": "transformers", "resume": False,

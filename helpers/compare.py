@@ -35,12 +35,13 @@ def load_policy(adapter_dir: str | Path, base_model: str | Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from helpers.models import device_and_dtype, load_tokenizer, resolve_source
+    from helpers.infra.hubio import resolve_source
+    from helpers.models import device_and_dtype, load_tokenizer
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise ValueError(f"adapter_dir {adapter_dir} holds no adapter_config.json: run notebook 03 first")
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     device, dtype = device_and_dtype()  # the runtime's GPU and precision (fp16 on a T4), as load_model does
     with progress_bars_off():
@@ -161,7 +162,7 @@ def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | No
     ``conversation_text`` (every turn, not only the last user message). Every failure raises ``JudgeError``
     with its kind: "connection", "timeout", "HTTP <code>", "not JSON", "no content", "unparseable".
     """
-    from helpers.colab import secret
+    from helpers.infra.colab import secret
 
     url, key, model = (os.environ.get(k) or secret(k) for k in ("DPO_JUDGE_URL", "DPO_JUDGE_KEY", "DPO_JUDGE_MODEL"))
     if not url or not key:

@@ -1,4 +1,5 @@
-"""Held-out evaluation: pair log-probs under policy and reference, DPO reward metrics, sampling.
+"""Held-out evaluation: pair log-probs under policy and reference, DPO reward metrics, sampling, and the reports
+built on them (the reference before training, the policy after it, a policy's KL / quality / reward from samples).
 
 ``pair_logps`` tokenizes pairs exactly as TRL does (``helpers.data.tokenize_pair``) and sums completion-token
 log-probs with ``helpers.logprobs.sequence_logps``, so its numbers are TRL's ``logps/chosen``/``logps/rejected``.
@@ -12,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pair_logps", "reward_metrics", "sample_responses", "chat_prompts", "sample_and_score"]
+__all__ = ["pair_logps", "reward_metrics", "chat_prompts", "adapters_off", "sampling", "generate",
+           "sample_responses", "sample_and_score", "measure_policy", "reference_report", "after_report"]
 
 
 def _batches(n: int, size: int):
@@ -20,10 +22,51 @@ def _batches(n: int, size: int):
         yield range(s, min(s + size, n))
 
 
-def _adapters_off(model, reference: bool):
+def adapters_off(model, reference: bool):
+    """A context in which ``model`` is the reference policy when ``reference`` (its LoRA adapters disabled); a no-op
+    otherwise, and for a model without adapters."""
     if reference and hasattr(model, "disable_adapter"):
         return model.disable_adapter()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def sampling(model, tokenizer):
+    """The scaffold every sampling loop shares: eval mode, no gradients, left padding (generation continues from the
+    right edge); the model's mode and the tokenizer's padding side are restored on exit, also after an error."""
+    import torch
+
+    side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+
+
+def generate(model, tokenizer, texts: list[str], *, seed: int, **decoding):
+    """One seeded ``generate`` call on B prompt texts (chat template already applied), inside ``sampling``.
+
+    ``torch.manual_seed(seed)`` right before generating, so the same seed gives a policy and its reference the same
+    random stream. ``decoding``: ``generate``'s keywords (``do_sample``, ``temperature``, ``top_p``,
+    ``max_new_tokens``, ...); sampling uses the full vocabulary (``top_k=0``) unless ``top_k`` is given.
+
+    Returns ``(enc, new)``: the tokenized batch (``input_ids``, ``attention_mask``: (B, P)) and the generated token
+    ids after the prompt, (B, T), padded with eos after a response ends.
+    """
+    import torch
+
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+        next(model.parameters()).device)
+    torch.manual_seed(seed)
+    kw = dict(decoding)
+    if kw.get("do_sample"):
+        kw.setdefault("top_k", 0)
+    gen = model.generate(**enc, **kw, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return enc, gen[:, enc["input_ids"].shape[1]:]
 
 
 def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bool = False,
@@ -51,7 +94,7 @@ def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bo
     out: dict[str, list] = {"chosen": [], "rejected": [], "chosen_tokens": [], "rejected_tokens": []}
     was_training = model.training
     model.eval()
-    with torch.no_grad(), _adapters_off(model, reference):
+    with torch.no_grad(), adapters_off(model, reference):
         for idx in _batches(len(toks), batch_size):
             for side in ("chosen", "rejected"):
                 seqs = [toks[i]["prompt_ids"] + toks[i][f"{side}_ids"] for i in idx]
@@ -96,37 +139,21 @@ def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, m
     ``reference=True`` samples with the LoRA adapters disabled. Returns the responses (``list[str]``), and with
     ``return_stopped`` also, per response, whether it ended at eos (False: cut by ``max_new_tokens``).
     """
-    import torch
-
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if do_sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    device = next(model.parameters()).device
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues from the right edge
+    decoding = dict(do_sample=do_sample, max_new_tokens=max_new_tokens)
+    if do_sample:
+        decoding.update(temperature=temperature, top_p=top_p)
     responses: list[str] = []
     stopped: list[bool] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _adapters_off(model, reference):
-            for b, idx in enumerate(_batches(len(texts), batch_size)):
-                enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
-                torch.manual_seed(seed + b)
-                kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id)
-                if do_sample:
-                    kw.update(temperature=temperature, top_p=top_p, top_k=0)
-                gen = model.generate(**enc, **kw)
-                new = gen[:, enc["input_ids"].shape[1]:]
-                responses += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-                stopped += [tokenizer.eos_token_id in row for row in new.tolist()]  # pad after eos is eos too
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
+    with sampling(model, tokenizer), adapters_off(model, reference):
+        for b, idx in enumerate(_batches(len(texts), batch_size)):
+            _, new = generate(model, tokenizer, [texts[i] for i in idx], seed=seed + b, **decoding)
+            responses += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            stopped += [tokenizer.eos_token_id in row for row in new.tolist()]  # pad after eos is eos too
     return (responses, stopped) if return_stopped else responses
 
 
@@ -143,8 +170,6 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
     Returns ``{"texts": [N*n_samples], "policy_logps": (M,), "ref_logps": (M,), "tokens": (M,), "stopped": (M,)}``,
     prompt-major; ``stopped`` (bool) says whether a response ended at eos rather than at ``max_new_tokens``.
     """
-    import torch
-
     from helpers.logprobs import pad_and_mask, sequence_logps
 
     if n_samples < 1:
@@ -155,39 +180,84 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
     eos = tokenizer.eos_token_id
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     texts = [t for t in texts for _ in range(n_samples)]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    was_training = model.training
-    model.eval()
     out: dict[str, list] = {"texts": [], "policy_logps": [], "ref_logps": [], "tokens": [], "stopped": []}
-    try:
-        with torch.no_grad():
-            for b, idx in enumerate(_batches(len(texts), batch_size)):
-                enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
-                torch.manual_seed(seed + b)
-                with _adapters_off(model, reference):
-                    gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                                         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=eos)
-                new = gen[:, enc["input_ids"].shape[1]:].tolist()
-                seqs, n_prompt = [], []
-                masks = enc["attention_mask"].tolist()
-                for row, mask, ids in zip(enc["input_ids"].tolist(), masks, new, strict=True):
-                    prompt = [t for t, m in zip(row, mask, strict=True) if m]  # drop the left padding
-                    resp = ids[: ids.index(eos) + 1] if eos in ids else ids
-                    seqs.append(prompt + resp)
-                    n_prompt.append(len(prompt))
-                    out["texts"].append(tokenizer.decode(resp, skip_special_tokens=True).strip())
-                    out["tokens"].append(len(resp))
-                    out["stopped"].append(eos in ids)
-                input_ids, attn, labels = pad_and_mask(seqs, n_prompt, tokenizer.pad_token_id)
-                input_ids, attn, labels = input_ids.to(device), attn.to(device), labels.to(device)
-                for key, ref in (("policy_logps", False), ("ref_logps", True)):
-                    with _adapters_off(model, ref):
-                        logits = model(input_ids=input_ids, attention_mask=attn).logits
-                    out[key] += sequence_logps(logits, labels).cpu().tolist()
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
+    with sampling(model, tokenizer):
+        for b, idx in enumerate(_batches(len(texts), batch_size)):
+            with adapters_off(model, reference):
+                enc, gen = generate(model, tokenizer, [texts[i] for i in idx], seed=seed + b, do_sample=True,
+                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+            new = gen.tolist()
+            seqs, n_prompt = [], []
+            masks = enc["attention_mask"].tolist()
+            for row, mask, ids in zip(enc["input_ids"].tolist(), masks, new, strict=True):
+                prompt = [t for t, m in zip(row, mask, strict=True) if m]  # drop the left padding
+                resp = ids[: ids.index(eos) + 1] if eos in ids else ids
+                seqs.append(prompt + resp)
+                n_prompt.append(len(prompt))
+                out["texts"].append(tokenizer.decode(resp, skip_special_tokens=True).strip())
+                out["tokens"].append(len(resp))
+                out["stopped"].append(eos in ids)
+            input_ids, attn, labels = pad_and_mask(seqs, n_prompt, tokenizer.pad_token_id)
+            input_ids, attn, labels = input_ids.to(device), attn.to(device), labels.to(device)
+            for key, ref in (("policy_logps", False), ("ref_logps", True)):
+                with adapters_off(model, ref):
+                    logits = model(input_ids=input_ids, attention_mask=attn).logits
+                out[key] += sequence_logps(logits, labels).cpu().tolist()
     return {k: (v if k == "texts" else np.asarray(v)) for k, v in out.items()}
+
+
+def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: int, max_new_tokens: int, seed: int,
+                   reward_fn=None, quality_rules: str = "real") -> dict[str, Any]:
+    """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality`` with
+    ``quality_rules``; ``truncated_rate``: well-formed samples cut by ``max_new_tokens``, apart) and, with
+    ``reward_fn``, the mean reward of the samples."""
+    from helpers.quality import malformed_report
+
+    s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
+                         temperature=1.0, top_p=1.0, seed=seed, reference=reference)
+    d = s["policy_logps"] - s["ref_logps"]
+    bad = malformed_report(s["texts"], rules=quality_rules, stopped=s["stopped"].tolist())
+    out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
+           "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],
+           "malformed_reasons": bad["reasons"], "truncated_rate": bad["truncated_rate"], "quality_rules": quality_rules,
+           "samples": s["texts"][:4]}
+    if reward_fn is not None:
+        rewards = np.asarray([reward_fn(t) for t in s["texts"]], dtype=float)
+        out["reward"] = float(rewards.mean())
+        out["reward_sem"] = float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
+    return out
+
+
+def reference_report(model, tokenizer, test, *, max_length: int | None = None):
+    """The reference policy's own view of held-out pairs, before any training.
+
+    Returns ``(ref_logps, report)``: ``ref_logps`` from ``helpers.evaluation.pair_logps`` (adapters off), and
+    the fraction of pairs the reference already prefers (summed and per-token log-probs) and mean log-probs.
+    """
+    ref = pair_logps(model, tokenizer, test, reference=True, max_length=max_length)
+    per_tok = {s: ref[s] / np.maximum(ref[f"{s}_tokens"], 1) for s in ("chosen", "rejected")}
+    report = {
+        "ref_prefers_chosen": float(np.mean(ref["chosen"] > ref["rejected"])),
+        "ref_prefers_chosen_per_token": float(np.mean(per_tok["chosen"] > per_tok["rejected"])),
+        "logps/chosen": float(ref["chosen"].mean()),
+        "logps/rejected": float(ref["rejected"].mean()),
+        "n": int(len(ref["chosen"])),
+    }
+    return ref, report
+
+
+def after_report(model, tokenizer, test, ref: dict, *, beta: float, max_length: int | None = None) -> dict:
+    """DPO's reward metrics on held-out pairs, plus where the margin came from.
+
+    ``delta_logps/chosen`` and ``delta_logps/rejected`` are mean changes of log pi relative to the reference:
+    a margin can come from raising chosen, lowering rejected, or lowering both (rejected faster).
+    """
+    pol = pair_logps(model, tokenizer, test, max_length=max_length)
+    out = reward_metrics(pol, ref, beta)
+    out["policy_prefers_chosen"] = float((pol["chosen"] > pol["rejected"]).mean())
+    out["delta_logps/chosen"] = float((pol["chosen"] - ref["chosen"]).mean())
+    out["delta_logps/rejected"] = float((pol["rejected"] - ref["rejected"]).mean())
+    up, down = out["delta_logps/chosen"] > 0, out["delta_logps/rejected"] < 0
+    out["margin_source"] = ("chosen up, rejected down" if up and down else "both up, chosen faster" if up
+                            else "both down, rejected faster" if down else "neither: no margin")
+    return out

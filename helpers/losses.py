@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from helpers.checks import number
+from helpers.infra.checks import number
 
 __all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight", "chosen_push"]
 

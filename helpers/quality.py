@@ -1,6 +1,6 @@
 """Is a generated answer broken? A cheap, explicit check applied to both sides of every comparison.
 
-Scores that only count markers (``helpers.toy.toy_reward``) or that come from the model itself (the implicit reward)
+Scores that only count markers (``helpers.worlds.toy.toy_reward``) or come from the model itself (the implicit reward)
 rate broken text as readily as good text. ``malformed_reason(text)`` names what is broken, or returns None.
 
 **Real text** (the default; SmolLM2, HH-RLHF) flags only what no fluent answer does. A role word inside a sentence
@@ -143,7 +143,9 @@ def calibration(root: str | None = None) -> str:
     import json
     from pathlib import Path
 
-    path = Path(root or Path(__file__).resolve().parents[1]) / CALIBRATION_FILE
+    from helpers.infra.paths import ROOT
+
+    path = Path(root or ROOT) / CALIBRATION_FILE
     if not path.exists():
         return f"(no calibration file {CALIBRATION_FILE}: run benchmarks/bench_quality_calibration.py)"
     c = json.loads(path.read_text())

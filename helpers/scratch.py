@@ -42,12 +42,12 @@ def pair_batch_logps(model, batch: dict[str, Any], *, reference: bool = False):
     """
     import torch
 
-    from helpers.evaluation import _adapters_off
+    from helpers.evaluation import adapters_off
     from helpers.logprobs import sequence_logps
 
     device = next(model.parameters()).device
     grad = torch.no_grad() if reference else torch.enable_grad()
-    with grad, _adapters_off(model, reference):
+    with grad, adapters_off(model, reference):
         logits = model(input_ids=batch["input_ids"].to(device),
                        attention_mask=batch["attention_mask"].to(device)).logits  # (2B, T, V)
         logps = sequence_logps(logits, batch["labels"].to(device))  # (2B,)
@@ -133,7 +133,7 @@ def trl_loss_on_batch(model, tokenizer, rows: list[dict], *, ref_model=None, bet
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from helpers.runtime import detect, precision_flags
+    from helpers.infra.runtime import detect, precision_flags
 
     rt = detect(check_hub=False)
     kw: dict[str, Any] = dict(output_dir=str(output_dir), beta=beta, per_device_train_batch_size=len(rows),
@@ -143,7 +143,7 @@ def trl_loss_on_batch(model, tokenizer, rows: list[dict], *, ref_model=None, bet
         kw["use_cpu"] = True
     if max_length is not None:
         kw["max_length"] = max_length
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     with progress_bars_off():  # TRL's tokenizing bars for a handful of rows
         trainer = DPOTrainer(model=model, ref_model=ref_model, args=DPOConfig(**kw),

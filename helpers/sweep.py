@@ -1,6 +1,6 @@
 """Notebook 04's sweeps: the same DPO recipe at several betas (or loss types), each run measured the same way.
 
-Per run, on held-out data: reward accuracy and margin (``helpers.train.after_report``), the change of chosen and
+Per run, on held-out data: reward accuracy and margin (``helpers.evaluation.after_report``), the change of chosen and
 rejected log-probs, and the sequence-level KL(pi || pi_ref) estimated from samples of the policy
 (``helpers.evaluation.sample_and_score``: mean of log pi(y) - log pi_ref(y) over samples drawn at temperature 1,
 top-p 1). Offline, also the mean ground-truth ``toy_reward`` of those samples. Results are cached as JSON by a
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["sweep_key", "reference_key", "measure_policy", "run_sweep"]
+__all__ = ["sweep_key", "reference_key", "run_sweep"]
 
 
 def sweep_key(recipe, model_source: str, measure: dict) -> str:
@@ -39,31 +39,6 @@ def reference_key(recipe, model_source: str, measure: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: int, max_new_tokens: int, seed: int,
-                   reward_fn=None, quality_rules: str = "real") -> dict[str, Any]:
-    """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality`` with
-    ``quality_rules``; ``truncated_rate``: well-formed samples cut by ``max_new_tokens``, apart) and, with
-    ``reward_fn``, the mean reward of the samples."""
-    import numpy as np
-
-    from helpers.evaluation import sample_and_score
-    from helpers.quality import malformed_report
-
-    s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
-                         temperature=1.0, top_p=1.0, seed=seed, reference=reference)
-    d = s["policy_logps"] - s["ref_logps"]
-    bad = malformed_report(s["texts"], rules=quality_rules, stopped=s["stopped"].tolist())
-    out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
-           "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],
-           "malformed_reasons": bad["reasons"], "truncated_rate": bad["truncated_rate"], "quality_rules": quality_rules,
-           "samples": s["texts"][:4]}
-    if reward_fn is not None:
-        rewards = np.asarray([reward_fn(t) for t in s["texts"]], dtype=float)
-        out["reward"] = float(rewards.mean())
-        out["reward_sem"] = float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
-    return out
-
-
 _PATH_KEYS = ("kl", "kl_sem", "reward", "reward_sem", "malformed_rate", "mean_tokens")
 
 
@@ -71,6 +46,8 @@ def _measure_at(steps: list[int], into: list, kw: dict):
     """A TrainerCallback that runs ``measure_policy(**kw)`` after each step in ``steps`` (the model is restored to
     train mode by the sampler), appending ``{"step", "kl", "kl_sem", "reward", "malformed_rate", ...}`` to ``into``."""
     from transformers import TrainerCallback
+
+    from helpers.evaluation import measure_policy
 
     class MeasureAt(TrainerCallback):
         def on_step_end(self, args, state, control, **_):
@@ -87,7 +64,7 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     """Train ``base.replace(**point)`` for every point of ``grid`` and measure each; cached.
 
     Args:
-        base: a ``helpers.train.DPORecipe`` (data, steps, seed ... shared by all runs).
+        base: a ``helpers.recipe.DPORecipe`` (data, steps, seed ... shared by all runs).
         grid: e.g. ``[{"beta": 0.01}, {"beta": 0.1}]`` or ``[{"loss_type": "ipo"}]``.
         splits: ``{"train", "test"}`` datasets (already length-checked).
         kl_prompts, kl_samples: held-out prompts and samples per prompt of the KL estimate.
@@ -99,7 +76,7 @@ def run_sweep(base, grid: list[dict[str, Any]], splits: dict[str, Any], *, cache
     ``reference`` is the reference policy measured the same way (KL 0 by definition of the estimator).
     One progress bar for the sweep; the per-run bars of transformers and datasets are off.
     """
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     with progress_bars_off():
         return _run_sweep(base, grid, splits, cache_dir=cache_dir, kl_prompts=kl_prompts, kl_samples=kl_samples,
@@ -111,8 +88,8 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                progress, quality_rules) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from helpers.evaluation import chat_prompts
-    from helpers.train import after_report, load_lora_model, make_trainer, reference_report, resolve_model
+    from helpers.evaluation import after_report, chat_prompts, measure_policy, reference_report
+    from helpers.recipe import load_lora_model, make_trainer, resolve_model
 
     if not grid:
         raise ValueError("grid must list at least one setting, e.g. [{'beta': 0.1}]")

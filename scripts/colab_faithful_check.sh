@@ -48,7 +48,7 @@ mkdir -p "$STUB/google/colab"
 : > "$STUB/google/__init__.py"
 : > "$STUB/google/colab/__init__.py"
 CELL=$WORK/first_cell.py
-"$BASE/bin/python" -c "import sys; sys.path.insert(0, '.'); from helpers.publish import first_cell; print(first_cell())" \
+"$BASE/bin/python" -c "import sys; sys.path.insert(0, '.'); from helpers.course.publish import first_cell; print(first_cell())" \
   > "$CELL"
 
 run_cell() {  # env-dir, preload-python ; prints the exit code (137: the cell restarted the runtime, SIGKILL)
@@ -90,7 +90,7 @@ E=$WORK/env-A
 "$E/bin/python" -m ipykernel install --sys-prefix --name python3 > /dev/null
 t0=$(date +%s)
 set +e
-PYTHONPATH=$ROOT HF_HUB_OFFLINE=1 "$E/bin/python" -m helpers.suite --runs-dir "$WORK/runs" > "$WORK/suite.log" 2>&1
+PYTHONPATH=$ROOT HF_HUB_OFFLINE=1 "$E/bin/python" -m helpers.course.suite --runs-dir "$WORK/runs" > "$WORK/suite.log" 2>&1
 rc=$?
 set -e
 say "notebooks in env A (Python 3.13, Colab's versions + the course install): exit $rc in $(( $(date +%s) - t0 )) s"

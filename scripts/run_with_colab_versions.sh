@@ -15,4 +15,4 @@ rm -rf "$TARGET"
   "$(pin jupyterlab_widgets)"
 PYTHONPATH="$PWD/$TARGET" .venv/bin/python -c \
   "import numpy, matplotlib, ipywidgets; print('Colab versions:', numpy.__version__, matplotlib.__version__, ipywidgets.__version__)"
-PYTHONPATH="$PWD/$TARGET" HF_HUB_OFFLINE=1 .venv/bin/python -m helpers.suite --runs-dir .cache/colab-versions-runs
+PYTHONPATH="$PWD/$TARGET" HF_HUB_OFFLINE=1 .venv/bin/python -m helpers.course.suite --runs-dir .cache/colab-versions-runs

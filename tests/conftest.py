@@ -32,7 +32,7 @@ def conversational_pairs() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from helpers.tinymodel import build_tiny_model
+    from helpers.infra.tinymodel import build_tiny_model
 
     texts = [t for triple in PAIRS for t in triple] * 4
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, seed=0, vocab_size=400)
@@ -50,7 +50,7 @@ def toy_sft_dir() -> Path:
     """The offline default reference model (built once, ~40 s on an idle 2-core machine, then cached under .cache/).
 
     No wall-clock assertion: on a loaded CI machine the build can take minutes (its time is a benchmark's job)."""
-    from helpers.toy_model import build_toy_sft_model
+    from helpers.worlds.toy_model import build_toy_sft_model
 
     return build_toy_sft_model(verbose=False)
 
@@ -58,6 +58,6 @@ def toy_sft_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real SmolLM2-135M-Instruct, converted once from the packaged GGUF into .cache/ (~20 s the first time)."""
-    from helpers.smollm2 import packaged_model_dir
+    from helpers.infra.smollm2 import packaged_model_dir
 
     return packaged_model_dir(verbose=False)

@@ -1,6 +1,6 @@
 """A fault-injecting HTTP proxy in front of the local hub, for the hub-failure tests (loopback only, bounded).
 
-``FaultProxy(upstream)`` forwards every request to ``upstream`` (the olah of ``helpers.hub.LocalHub``) unless a rule
+``FaultProxy(upstream)`` forwards every request to ``upstream`` (olah of ``helpers.course.hub.LocalHub``) unless a rule
 matches its path: ``("status", 404)`` answers that status (with huggingface_hub's ``X-Error-Code`` for 404s),
 ``("cut", n)`` sends the upstream's headers and only ``n`` bytes of the body, then closes the connection and answers
 nothing ever after (the server stopped midway). ``down()`` makes it refuse everything (closed connections).

@@ -1,5 +1,5 @@
 """Colab: the notebooks' first cell in a fresh process under a stub ``google.colab``, the Colab install files
-against Colab's own package versions, ``make publish``, secrets, tokens and Google Drive (helpers.colab)."""
+against Colab's own package versions, ``make publish``, secrets, tokens and Google Drive (helpers.infra.colab)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from helpers import colab
-from helpers.publish import first_cell, github_repo, publish
+from helpers.course.publish import first_cell, github_repo, publish
+from helpers.infra import colab
 
 ROOT = Path(__file__).resolve().parents[1]
 COLAB_FREEZE = ROOT.parent / "shared" / "colab" / "pip-freeze.gpu.txt"
@@ -195,7 +195,7 @@ def test_every_notebook_starts_with_the_same_first_cell_rendered_by_helpers_publ
     assert len(cells) == 1
     cell = cells.pop()
     assert any(cell == first_cell(url, ref) for url, ref in [("", "")] + [_stamped(cell)]), \
-        "the first cell must be helpers.publish.first_cell (edit the template, then `make publish`)"
+        "the first cell must be helpers.course.publish.first_cell (edit the template, then `make publish`)"
 
 
 def _stamped(cell: str) -> tuple[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections import Counter
 
@@ -15,14 +13,13 @@ from helpers.data import (
     REASONS,
     HHFormatError,
     format_hh,
-    load_hh,
     parse_hh,
-    read_jsonl,
     render_hh,
     token_lengths,
     tokenize_pair,
     truncation_report,
 )
+from helpers.worlds.splits import load_hh
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 
@@ -166,41 +163,6 @@ def test_bad_rows_raise_naming_the_row():
         parse_hh(["chosen", "rejected"])
 
 
-def test_empty_truncated_and_invalid_files_name_the_file(tmp_path):
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("\n")
-    with pytest.raises(ValueError, match=r"empty\.jsonl: no rows"):
-        load_hh(empty)
-    row = json.dumps({"chosen": f"{H} a{A} b", "rejected": f"{H} a{A} c"}) + "\n"
-    gz = tmp_path / "rows.jsonl.gz"
-    gz.write_bytes(gzip.compress((row * 500).encode()))
-    assert len(load_hh(gz)) == 500 and len(load_hh(gz, limit=7)) == 7
-    cut = tmp_path / "cut.jsonl.gz"
-    cut.write_bytes(gz.read_bytes()[: len(gz.read_bytes()) // 2])
-    with pytest.raises(ValueError, match=r"cut\.jsonl\.gz: cannot be read completely"):
-        load_hh(cut)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(row + "{not json\n")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not valid JSON"):
-        read_jsonl(bad)
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        load_hh(tmp_path / "missing.jsonl")
-    with pytest.raises(ValueError, match="limit"):
-        load_hh(gz, limit=0)
-
-
-def test_hub_source_fails_fast_when_offline(monkeypatch):
-    import time
-
-    from helpers.runtime import HubUnavailableError
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.perf_counter()
-    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
-        load_hh("Anthropic/hh-rlhf", data_dir="helpful-base")
-    assert time.perf_counter() - t0 < 2
-
-
 def test_format_hh_on_no_clean_rows_returns_empty_dataset_with_counts():
     ds, dropped = format_hh([{"chosen": f"{H} a{A}", "rejected": f"{H} a{A}"}])
     assert len(ds) == 0 and set(ds.column_names) == {"prompt", "chosen", "rejected"}
@@ -275,54 +237,6 @@ def test_truncation_report_counts():
         truncation_report(lengths, 0)
     with pytest.raises(ValueError, match="truncation_mode"):
         truncation_report(lengths, 10, "middle")
-
-
-# --- source resolution, fallback, save and rebuild ---------------------------------------------------------------
-def test_hub_source_falls_back_to_the_toy_world_offline(monkeypatch, capsys):
-    from helpers.data import TOY, resolve_hh
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    s = resolve_hh("Anthropic/hh-rlhf", limit=50, test_limit=20)
-    assert s.source == TOY and "fallback" in s.note and "HF_HUB_OFFLINE" in s.note
-    assert len(s.raw["train"]) == 50 and len(s.raw["test"]) == 20
-    assert "Falling back" in capsys.readouterr().out
-
-
-def test_local_file_is_split_deterministically(shared_hh_path):
-    from helpers.data import resolve_hh
-
-    a = resolve_hh(shared_hh_path, seed=1)
-    b = resolve_hh(shared_hh_path, seed=1)
-    assert a.raw == b.raw and len(a.raw["test"]) == 120 and len(a.raw["train"]) == 1080
-    rows = load_hh(shared_hh_path)
-    assert sorted(map(json.dumps, a.raw["train"] + a.raw["test"])) == sorted(map(json.dumps, rows))  # a partition
-    assert resolve_hh(shared_hh_path, seed=2).raw["test"] != a.raw["test"]
-
-
-def test_load_or_build_rebuilds_when_absent_then_reuses(tmp_path, capsys):
-    from helpers.data import load_or_build_splits
-
-    out = tmp_path / "02_hh"
-    first = load_or_build_splits(out, source="toy", limit=40, test_limit=10)
-    assert "rebuilding" in capsys.readouterr().out
-    assert (out / "report.json").exists() and 30 < len(first["train"]) <= 40
-    again = load_or_build_splits(out, source="toy")
-    assert "rebuilding" not in capsys.readouterr().out
-    assert again["train"].to_list() == first["train"].to_list()
-
-
-def test_saved_toy_splits_are_rebuilt_when_the_toy_files_change(tmp_path, monkeypatch, capsys):
-    from helpers import data
-    from helpers.data import load_or_build_splits
-
-    out = tmp_path / "02_hh"
-    load_or_build_splits(out, source="toy", limit=30, test_limit=10)
-    capsys.readouterr()
-    load_or_build_splits(out, source="toy")
-    assert "rebuilding" not in capsys.readouterr().out
-    monkeypatch.setattr(data, "_toy_fingerprint", lambda: "changed-data")
-    load_or_build_splits(out, source="toy")
-    assert "stale toy data" in capsys.readouterr().out
 
 
 def test_last_split_is_the_reference_recipe_and_its_report_counts_the_pitfalls(real_rows):

@@ -1,5 +1,5 @@
-"""Notebook 05 without notebook 03 on the same machine (helpers.train.trained_adapter), and notebook 03's export
-section (helpers.export): the merged 16-bit model, and the hub push with the hub mocked at huggingface_hub.HfApi."""
+"""Notebook 05 without notebook 03 on the same machine (helpers.course.export.trained_adapter), and notebook 03's export
+section (helpers.course.export): the merged 16-bit model, the hub push with the hub mocked at huggingface_hub.HfApi."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.data import TOY, resolve_hh
+from helpers.course.export import push_to_hub, save_merged, trained_adapter
 from helpers.evaluation import pair_logps
-from helpers.export import push_to_hub, save_merged
-from helpers.runtime import HubUnavailableError
-from helpers.train import OFFLINE, DPORecipe, trained_adapter
+from helpers.infra.runtime import HubUnavailableError
+from helpers.recipe import OFFLINE, DPORecipe
+from helpers.worlds.splits import TOY, resolve_hh
 
 
 def _online_like_recipe(model_dir: Path) -> DPORecipe:
@@ -45,7 +45,7 @@ def test_trained_adapter_prints_the_expected_time_and_refuses_without_a_recipe(t
         trained_adapter(tmp_path / "nothing")
     with pytest.raises(HubUnavailableError):  # an owner/name that is not a folder here: the hub (offline in tests)
         trained_adapter("someone/smollm2-dpo")
-    from helpers.train import expected_time
+    from helpers.course.estimate import expected_time
 
     assert "CPU" in expected_time(_online_like_recipe(toy_sft_dir))
 

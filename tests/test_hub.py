@@ -1,4 +1,4 @@
-"""The online code path against the local hub (helpers.hub): it serves what the notebooks load, the mode follows
+"""The online code path against the local hub (helpers.course.hub): it serves what the notebooks load, the mode follows
 HF_ENDPOINT, and every hub failure is a clear error or the documented offline fallback, with nothing half-written
 reused afterwards. Failures are injected by a proxy in front of the hub (tests/hubproxy.py); clients run in
 subprocesses because huggingface_hub and datasets read HF_ENDPOINT when they are imported."""
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import runtime
-from helpers.hub import DATASET_REPO, MODEL_REPO, SHARED_HH, LocalHub, client_env, free_port
+from helpers.course.hub import DATASET_REPO, MODEL_REPO, SHARED_HH, LocalHub, client_env, free_port
+from helpers.infra import runtime
 from tests.hubproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def client(code: str, endpoint: str, hf_home: Path, timeout: int = 240) -> dict:
 
 
 LOAD_MODEL = f"""
-from helpers.models import resolve_source
+from helpers.infra.hubio import resolve_source
 path, desc = resolve_source({MODEL_REPO!r})
 result['desc'] = desc
 from pathlib import Path
@@ -51,7 +51,7 @@ result['weights_bytes'] = (Path(path) / 'model.safetensors').stat().st_size
 """
 
 LOAD_DATA = f"""
-from helpers.data import load_hh
+from helpers.worlds.splits import load_hh
 result['train'] = len(load_hh({DATASET_REPO!r}, split='train'))
 result['test'] = len(load_hh({DATASET_REPO!r}, split='test'))
 """
@@ -64,7 +64,7 @@ def served_weights(hub) -> int:
 def test_the_local_hub_serves_the_model_the_tokenizer_and_the_dataset(hub, tmp_path):
     r = client(LOAD_MODEL + LOAD_DATA + f"""
 from helpers.models import load_model, describe_model
-from helpers.runtime import banner, detect
+from helpers.infra.runtime import banner, detect
 m, tok = load_model({MODEL_REPO!r}, use_unsloth=False, lora=None)
 result['info'] = describe_model(m, tok, {MODEL_REPO!r})
 result['again'] = resolve_source({MODEL_REPO!r})[1]
@@ -101,8 +101,8 @@ def test_hub_reachable_follows_hf_endpoint_and_offline_wins(hub, monkeypatch):
 
 
 def test_hub_stopped_before_the_run_falls_back_to_the_offline_default_and_says_so(monkeypatch, capsys):
-    from helpers.data import resolve_hh
-    from helpers.models import resolve_source
+    from helpers.infra.hubio import resolve_source
+    from helpers.worlds.splits import resolve_hh
 
     for k in _OFFLINE:
         monkeypatch.delenv(k, raising=False)
@@ -168,7 +168,7 @@ def test_saved_splits_are_all_or_nothing(tmp_path, monkeypatch):
     """A save that dies midway (here: on the test split) leaves no splits folder, so nothing partial is reused."""
     import datasets
 
-    from helpers.data import TOY, load_or_build_splits, resolve_hh, save_splits
+    from helpers.worlds.splits import TOY, load_or_build_splits, resolve_hh, save_splits
 
     splits = resolve_hh(TOY)
     real = datasets.Dataset.save_to_disk
@@ -191,7 +191,7 @@ NB02 = ROOT / "notebooks" / "02_hh_rlhf_formatting.ipynb"
 
 
 def _online_suite(tmp_path, monkeypatch, endpoint: str | None):
-    from helpers import suite
+    from helpers.course import suite
 
     for k in _OFFLINE:
         monkeypatch.delenv(k, raising=False)

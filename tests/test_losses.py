@@ -1,5 +1,7 @@
 """DPO loss math: closed forms, gradients and input validation (helpers.losses)."""
 
+from __future__ import annotations
+
 import math
 
 import pytest
@@ -181,3 +183,30 @@ def test_the_separate_chosen_terms_push_up_fade_or_have_a_finite_target_and_none
     from helpers.losses import LOSS_INFO
 
     assert "not allowed to fall" not in LOSS_INFO["nca_pair"][1] and "removes" not in LOSS_INFO["sigmoid_norm"][1]
+
+
+def test_loss_and_logprob_inputs_are_checked():
+    import numpy as np
+    import torch
+
+    from helpers.logprobs import pad_and_mask, sequence_logps
+    from helpers.losses import dpo_loss
+
+    lp = {k: torch.tensor([-300.25, -280.5]) for k in ("pc", "pr", "rc", "rr")}
+    lp["pc"] = torch.tensor([-299.1, -280.0])
+    want = dpo_loss(lp["pc"], lp["pr"], lp["rc"], lp["rr"], beta=0.1).losses
+    for beta in (np.float64(0.1), np.float32(0.1), torch.tensor(0.1)):
+        got = dpo_loss(lp["pc"], lp["pr"], lp["rc"], lp["rr"], beta=beta).losses
+        torch.testing.assert_close(got, want)
+    # fp16 log-probs: upcast before the differences (fp16 spacing at 300 is 0.25)
+    half = dpo_loss(*(lp[k].half() for k in ("pc", "pr", "rc", "rr")), beta=0.1).losses
+    exact = dpo_loss(*(lp[k].half().double() for k in ("pc", "pr", "rc", "rr")), beta=0.1).losses
+    torch.testing.assert_close(half.double(), exact, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(lp["pc"], lp["pr"], lp["rc"], lp["rr"], beta=float("inf"))
+    logits = torch.randn(1, 4, 10)
+    for dtype in (torch.bool, torch.uint8):
+        with pytest.raises(ValueError, match="labels must be signed integer"):
+            sequence_logps(logits, torch.ones(1, 4, dtype=dtype))
+    with pytest.raises(ValueError, match=r"prompt_lengths\[0\]"):
+        pad_and_mask([[1, 2, 3]], [-1], pad_token_id=0)

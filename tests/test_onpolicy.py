@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers.onpolicy import (
+from helpers.worlds.onpolicy import (
     DATA_DIR,
     FILES,
     check_answer,
@@ -103,7 +103,7 @@ def test_the_shipped_files_are_consistent_with_the_check():
 def test_a_rebuild_of_a_slice_reproduces_the_shipped_samples_and_pairs(tmp_path):
     """The build command on the first question of each split, with the packaged SmolLM2: the same samples (seeded per
     question, no padding, BUILD_THREADS threads) and so the same pairs as data/."""
-    from helpers.onpolicy import build
+    from helpers.worlds.onpolicy import build
 
     shipped = manifest()
     small = build(tmp_path, limit=1)
@@ -117,7 +117,7 @@ def test_a_rebuild_of_a_slice_reproduces_the_shipped_samples_and_pairs(tmp_path)
 
 
 def test_benchmark_verdicts_need_the_goal_the_quality_and_the_budget():
-    from helpers.onpolicy import benchmark_verdicts
+    from helpers.worlds.onpolicy import benchmark_verdicts
 
     def run(name, change, malformed, seconds):
         return {"name": name, "pairs": "onpolicy", "pass_rate_change": change, "pass_rate_change_se": 0.07,
@@ -133,7 +133,7 @@ def test_benchmark_verdicts_need_the_goal_the_quality_and_the_budget():
 
 def test_the_shipped_benchmark_is_read_by_its_verdicts():
     """The results notebook 03's Appendix B prints: every run judged, and the on/off-policy contrast present."""
-    from helpers.onpolicy import benchmark_verdicts
+    from helpers.worlds.onpolicy import benchmark_verdicts
 
     res = json.loads((DATA_DIR.parent / "benchmarks" / "results" / "onpolicy_smollm2_cpu_dpo.json").read_text())
     names = [v["name"] for v in benchmark_verdicts(res)]

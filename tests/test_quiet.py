@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers.quiet import NOISE
+from helpers.infra.quiet import NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORTS = "import torchao, bitsandbytes, transformers"
@@ -42,7 +42,7 @@ def _bar(desc):
 
 
 def test_output_problems_finds_noise_and_stacked_bars_and_passes_clean_output():
-    from helpers.suite import output_problems
+    from helpers.course.suite import output_problems
 
     stream = lambda name, text: {"output_type": "stream", "name": name, "text": text}  # noqa: E731
     clean = _nb([stream("stdout", "loss 0.69\n"), _bar("sweep")], [_bar("training")])
@@ -60,7 +60,7 @@ def test_progress_bars_off_silences_transformers_and_datasets_and_restores_them(
     import datasets
     import transformers.utils.logging as tf_logging
 
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     assert tf_logging.is_progress_bar_enabled() and not datasets.are_progress_bars_disabled()
     with progress_bars_off():

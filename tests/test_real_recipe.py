@@ -1,4 +1,4 @@
-"""Notebook 03's recipe (helpers.train) on the real SmolLM2-135M-Instruct, both backends: a 3-step smoke test.
+"""Notebook 03's recipe (helpers.recipe) on the real SmolLM2-135M-Instruct, both backends: a 3-step smoke test.
 
 Slow on 2 CPU cores (~1-2 min for both): a tiny batch of short toy-world pairs, LoRA r=8, max_length 96. Train and
 test split are the same two pairs, so that step 1's logged ``logps/chosen`` (policy == reference: fresh adapter)
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.models import MODEL_ID
+from helpers.infra.smollm2 import MODEL_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def two_pairs_dir(tmp_path_factory) -> Path:
     """The two toy-world pairs with the shortest prompts, saved as notebook 02 saves splits (train = test)."""
-    from helpers.data import TOY, HHSplits, resolve_hh, save_splits, split_request
+    from helpers.worlds.splits import TOY, HHSplits, resolve_hh, save_splits, split_request
 
     s = resolve_hh(TOY, limit=200, test_limit=1)
     train = s.data["train"]
@@ -50,7 +50,7 @@ def _args(data: Path, out: Path, backend: str) -> list[str]:
 def test_real_smollm2_recipe_runs_logs_trl_exact_logps_and_saves_a_reloadable_adapter(two_pairs_dir, tmp_path,
                                                                                       backend):
     out = tmp_path / backend
-    r = subprocess.run([sys.executable, "-m", "helpers.train", *_args(two_pairs_dir, out, backend)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "helpers.course.cli", *_args(two_pairs_dir, out, backend)], cwd=ROOT,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     m = json.loads((out / "metrics.json").read_text())

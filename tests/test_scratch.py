@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from helpers.data import TOY, resolve_hh
 from helpers.models import LoraSettings, load_model
 from helpers.scratch import collate_pairs, scratch_dpo_loss, train_dpo_from_scratch, trl_loss_on_batch
+from helpers.worlds.splits import TOY, resolve_hh
 
 
 @pytest.fixture(scope="module")

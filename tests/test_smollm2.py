@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.models import MODEL_ID, describe_model, load_model, load_tokenizer, resolve_source
-from helpers.runtime import HubUnavailableError
+from helpers.infra.hubio import resolve_source
+from helpers.infra.runtime import HubUnavailableError
+from helpers.infra.smollm2 import MODEL_ID
+from helpers.models import describe_model, load_model, load_tokenizer
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def test_offline_model_id_resolves_to_the_packaged_copy(empty_hf_cache, smollm2_
 
 
 def test_packaged_model_equals_a_direct_load_of_the_gguf(empty_hf_cache, smollm2_dir):
-    from helpers.smollm2 import load_packaged_gguf
+    from helpers.infra.smollm2 import load_packaged_gguf
 
     model, tok = load_model(MODEL_ID, use_unsloth=False, lora=None, verbose=False)
     assert "packaged" in model.dpo_course_source
@@ -84,7 +86,7 @@ def test_other_hub_ids_offline_and_bad_paths_raise(empty_hf_cache, tmp_path):
 
 
 def test_conversion_is_cached(smollm2_dir):
-    from helpers.smollm2 import packaged_model_dir
+    from helpers.infra.smollm2 import packaged_model_dir
 
     stamp = (smollm2_dir / "conversion.json").stat().st_mtime_ns
     assert packaged_model_dir(smollm2_dir.parent, verbose=False) == smollm2_dir
@@ -93,7 +95,7 @@ def test_conversion_is_cached(smollm2_dir):
 
 def test_without_the_wheel_or_a_conversion_the_model_id_offline_is_a_clear_error(empty_hf_cache, tmp_path,
                                                                                     monkeypatch, smollm2_dir):
-    import helpers.smollm2 as sm
+    import helpers.infra.smollm2 as sm
 
     assert sm.packaged_available()  # installed here (and converted)
     monkeypatch.setattr(sm, "packaged_gguf", lambda: None)
@@ -108,7 +110,7 @@ def test_without_the_wheel_or_a_conversion_the_model_id_offline_is_a_clear_error
 def test_the_packaged_model_without_gguf_says_to_install_gguf(monkeypatch, tmp_path):
     import importlib.util
 
-    import helpers.smollm2 as sm
+    import helpers.infra.smollm2 as sm
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))

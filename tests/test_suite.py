@@ -1,13 +1,19 @@
-"""The `make run` runner (helpers.suite) on small generated notebooks."""
+"""The `make run` runner (helpers.course.suite) on small generated notebooks."""
+
+from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from helpers import suite
+from helpers.course import suite
 
 
 def _write(path, *sources):
@@ -104,7 +110,7 @@ def test_executed_notebooks_carry_per_cell_times_and_the_runner_wait(tmp_path):
 
 
 def test_stall_problems_name_a_long_wait_between_two_cells():
-    from helpers.nbexec import stall_problems
+    from helpers.course.nbexec import stall_problems
 
     nb = new_notebook(cells=[new_code_cell("a"), new_code_cell("b"), new_code_cell("c")])
     times = [("00:00:00", "00:00:05"), ("00:00:05.2", "00:00:09"), ("00:10:09", "00:10:10")]  # 600 s before cell 2
@@ -119,10 +125,9 @@ def test_a_missed_wake_up_costs_at_most_one_poll_slice(monkeypatch):
     """pyzmq's async poll that misses the socket's edge returns the waiting message only at its deadline; the
     course client's waits are cut into slices, each ending with that check."""
     import asyncio
-    import time
     from queue import Empty
 
-    from helpers import nbexec
+    from helpers.course import nbexec
 
     arrived = time.monotonic() + 0.2  # the reply arrives 0.2 s after the wait starts, and the wake-up is missed
 
@@ -152,7 +157,7 @@ def test_a_missed_wake_up_costs_at_most_one_poll_slice(monkeypatch):
 def test_nbmake_runs_notebooks_with_the_course_client():
     import nbmake.nb_run
 
-    from helpers.nbexec import CourseNotebookClient
+    from helpers.course.nbexec import CourseNotebookClient
 
     assert nbmake.nb_run.NotebookClient is CourseNotebookClient  # installed by the repository's conftest.py
 
@@ -166,9 +171,6 @@ def test_not_online_reads_the_mode_the_data_and_the_model_source():
 
 
 def test_nbmake_fails_a_notebook_whose_cell_runs_into_the_timeout_naming_it(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     nb = _write(tmp_path / "waits.ipynb", "x = 1", "import time\ntime.sleep(60)")
@@ -179,3 +181,31 @@ def test_nbmake_fails_a_notebook_whose_cell_runs_into_the_timeout_naming_it(tmp_
     assert out.returncode == 1, out.stdout[-2000:]
     assert "1 failed" in out.stdout and "timed out" in out.stdout.lower() and "time.sleep(60)" in out.stdout, \
         out.stdout[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------------ runner
+@pytest.mark.parametrize("value,offline", [("1", True), ("TRUE", True), ("yes", True), ("on", True), ("no", False),
+                                           ("FALSE", False), ("2", False), ("0", False), ("", False)])
+def test_suite_and_runtime_read_hf_hub_offline_alike(value, offline, monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=no/FALSE/2 used to mean offline to `make run` and online to the notebooks' runtime."""
+    from helpers.course.suite import run_suite
+    from helpers.infra.runtime import offline_forced
+
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert offline_forced() is offline
+    _, summary = run_suite([], tmp_path)
+    assert summary["mode"] == ("offline" if offline else "auto")
+
+
+def test_a_real_latest_folder_is_moved_aside_not_an_error(tmp_path, capsys):
+    from helpers.course.suite import run_suite
+
+    (tmp_path / "latest").mkdir()
+    (tmp_path / "latest" / "keep.txt").write_text("mine")
+    run_dir, _ = run_suite([], tmp_path)
+    assert (tmp_path / "latest").is_symlink() and (tmp_path / "latest").resolve() == run_dir.resolve()
+    moved = list(tmp_path.glob("latest.moved-*"))
+    assert len(moved) == 1 and (moved[0] / "keep.txt").read_text() == "mine"
+    assert "was a folder" in capsys.readouterr().out

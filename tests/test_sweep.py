@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.data import TOY, resolve_hh
 from helpers.evaluation import chat_prompts, sample_and_score
 from helpers.models import load_model
+from helpers.recipe import OFFLINE, DPORecipe, run_recipe
 from helpers.sweep import run_sweep
-from helpers.toy import toy_reward
-from helpers.train import OFFLINE, DPORecipe, run_recipe
+from helpers.worlds.splits import TOY, resolve_hh
+from helpers.worlds.toy import toy_reward
 
 
 def test_kl_estimate_is_zero_for_the_reference_and_positive_once_the_policy_moves(toy_sft_dir):

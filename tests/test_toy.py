@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.data import format_hh, load_hh
-from helpers.toy import POLITE, RUDE, TOY_FILES, generate_toy_hh, is_chosen_style, toy_reward, write_toy_files
+from helpers.data import format_hh
+from helpers.worlds.splits import load_hh
+from helpers.worlds.toy import POLITE, RUDE, TOY_FILES, generate_toy_hh, is_chosen_style, toy_reward, write_toy_files
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -18,7 +19,7 @@ def test_generator_is_deterministic_and_seed_dependent():
 def test_committed_files_are_what_the_generator_writes(tmp_path):
     fresh = write_toy_files(tmp_path)
     for split, name in TOY_FILES.items():
-        assert (DATA / name).read_bytes() == fresh[split].read_bytes(), "regenerate with `python -m helpers.toy`"
+        assert (DATA / name).read_bytes() == fresh[split].read_bytes(), "regenerate with `python -m helpers.worlds.toy`"
 
 
 @pytest.fixture(scope="module")

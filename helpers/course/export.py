@@ -1,4 +1,5 @@
-"""Taking the trained model out: a merged 16-bit model (adapter folded in) and a push to the Hugging Face hub.
+"""Taking the trained model out and back in: a merged 16-bit model (adapter folded in), a push to the Hugging Face
+hub, and ``trained_adapter``, which finds notebook 03's adapter (a folder, Drive, a hub repository) or trains it.
 
 Notebook 03's last section calls these (off by default). Both start from what notebook 03 saved (``adapter/`` and
 ``metrics.json`` in its output folder), so they also work after a restart or on another runtime.
@@ -10,12 +11,15 @@ top, loadable with ``PeftModel.from_pretrained(base, "<you>/<repo>")``) or a pla
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["save_merged", "push_to_hub", "REPO_ID"]
+__all__ = ["save_merged", "push_to_hub", "REPO_ID", "trained_adapter"]
 
 REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]{1,96}$")  # "name" (under the token's user) or "owner/name"
 _DTYPES = ("float16", "bfloat16", "float32")
@@ -33,7 +37,7 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
     import torch
 
     from helpers.compare import load_policy
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
@@ -62,7 +66,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None, private:
                 ) -> str:
     """Upload ``folder`` (an adapter or a merged model) to the hub model repository ``repo_id`` and return its URL.
 
-    ``token``: a write token (``helpers.colab.hub_token``). ``extra_files``: name in the repository -> local file
+    ``token``: a write token (``helpers.infra.colab.hub_token``). ``extra_files``: name in the repository -> local file
     (e.g. ``{"metrics.json": ...}``). The repository is created (private by default) if it does not exist.
     """
     from huggingface_hub import HfApi
@@ -71,7 +75,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None, private:
     if not isinstance(repo_id, str) or not REPO_ID.match(repo_id):
         raise ValueError(f"repo_id must be 'name' or 'owner/name' (letters, digits, '-', '_', '.'), got {repo_id!r}")
     if not token:
-        from helpers.colab import hub_token
+        from helpers.infra.colab import hub_token
 
         raise ValueError(f"token is required to push: {hub_token()[1]}")
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -85,3 +89,44 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None, private:
                         commit_message=commit_message)
     return str(url)
 
+
+def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str, Any]]:
+    """Notebook 03's trained adapter and its ``metrics.json``, for notebook 05: ``(adapter folder, metrics)``.
+
+    ``train_dir`` is notebook 03's ``OUTPUT_DIR`` (``adapter/`` + ``metrics.json``, on this disk or on Google
+    Drive), a folder holding a pushed adapter (``adapter_config.json`` + ``metrics.json``), or the hub id
+    ``owner/name`` of a repository that notebook 03's export section pushed. When a local ``train_dir`` holds no
+    adapter and ``recipe`` is given, the adapter is trained now with ``recipe`` (notebook 03's recipe, output in
+    ``train_dir``), printing the expected time first and the measured time after; without ``recipe``:
+    ``FileNotFoundError``.
+    """
+    p = Path(train_dir)
+    for adapter in (p / "adapter", p):
+        if (adapter / "adapter_config.json").exists() and (p / "metrics.json").exists():
+            return adapter, json.loads((p / "metrics.json").read_text())
+    name = str(train_dir)
+    if not p.exists() and name.count("/") == 1 and REPO_ID.match(name) and not name.startswith("."):
+        from huggingface_hub import snapshot_download
+
+        from helpers.infra.runtime import require_hub
+
+        require_hub(f"TRAIN_DIR={name!r} (a hub repository)")
+        local = Path(snapshot_download(name))
+        if not (local / "adapter_config.json").exists() or not (local / "metrics.json").exists():
+            raise FileNotFoundError(f"hub repository {name} holds no adapter_config.json + metrics.json (push the "
+                                    f"adapter with notebook 03's export section)")
+        print(f"adapter: hub repository {name} -> {local}")
+        return local, json.loads((local / "metrics.json").read_text())
+    if recipe is None:
+        raise FileNotFoundError(f"no trained adapter in {p} (adapter/ and metrics.json): run notebook 03, or give "
+                                f"TRAIN_DIR as the hub id of a pushed adapter")
+    from helpers.course.estimate import expected_time
+    from helpers.recipe import run_recipe, toy_style
+
+    recipe = recipe.replace(output_dir=str(p))
+    print(f"NOTE: no trained adapter in {p}: training it now with notebook 03's recipe "
+          f"({recipe.model}, {recipe.max_steps} steps). Expected: {expected_time(recipe)}.")
+    t0 = time.perf_counter()
+    run_recipe(recipe, **toy_style(recipe))
+    print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min (loading and evaluation included)")
+    return p / "adapter", json.loads((p / "metrics.json").read_text())

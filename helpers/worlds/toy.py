@@ -62,20 +62,20 @@ def is_chosen_style(text: str) -> bool:
     return toy_reward(text) > 0
 
 
-_CAPITALS = {
+CAPITALS = {
     "France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo", "Peru": "Lima",
     "Kenya": "Nairobi", "Norway": "Oslo", "Canada": "Ottawa", "Chile": "Santiago", "Greece": "Athens",
     "Poland": "Warsaw", "Cuba": "Havana", "India": "New Delhi", "Ireland": "Dublin", "Portugal": "Lisbon",
 }
-_COLORS = {
+COLORS = {
     "the sky": "blue", "grass": "green", "snow": "white", "coal": "black", "a ripe banana": "yellow",
     "a ripe tomato": "red", "an orange": "orange", "a plum": "purple", "chocolate": "brown", "a lime": "green",
 }
-_SOUNDS = {"dog": "barks", "cat": "meows", "cow": "moos", "duck": "quacks", "sheep": "bleats", "lion": "roars",
+SOUNDS = {"dog": "barks", "cat": "meows", "cow": "moos", "duck": "quacks", "sheep": "bleats", "lion": "roars",
            "owl": "hoots", "horse": "neighs", "frog": "croaks", "bee": "buzzes"}
-_OPPOSITES = {"hot": "cold", "big": "small", "fast": "slow", "happy": "sad", "early": "late", "light": "dark",
+OPPOSITES = {"hot": "cold", "big": "small", "fast": "slow", "happy": "sad", "early": "late", "light": "dark",
               "up": "down", "open": "closed", "full": "empty", "loud": "quiet", "old": "new", "wet": "dry"}
-_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
             "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]
 _GREETINGS = [("Hi there!", "Hello! What can I do for you?"), ("Good morning.", "Good morning! How can I help?"),
               ("Hey, quick question.", "Of course, go ahead."), ("Hello.", "Hi! Ask me anything.")]
@@ -86,19 +86,19 @@ def _question(rng: random.Random) -> tuple[str, str]:
     kind = rng.randrange(5)
     if kind == 0:
         a, b = rng.randrange(10), rng.randrange(10)
-        sentence = f"{_NUMBERS[a].capitalize()} plus {_NUMBERS[b]} is {_NUMBERS[a + b]}."
-        return f"What is {_NUMBERS[a]} plus {_NUMBERS[b]}?", sentence
+        sentence = f"{NUMBERS[a].capitalize()} plus {NUMBERS[b]} is {NUMBERS[a + b]}."
+        return f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", sentence
     if kind == 1:
-        country = rng.choice(sorted(_CAPITALS))
-        return f"What is the capital of {country}?", f"The capital of {country} is {_CAPITALS[country]}."
+        country = rng.choice(sorted(CAPITALS))
+        return f"What is the capital of {country}?", f"The capital of {country} is {CAPITALS[country]}."
     if kind == 2:
-        thing = rng.choice(sorted(_COLORS))
-        return f"What color is {thing}?", f"{thing[0].upper() + thing[1:]} is {_COLORS[thing]}."
+        thing = rng.choice(sorted(COLORS))
+        return f"What color is {thing}?", f"{thing[0].upper() + thing[1:]} is {COLORS[thing]}."
     if kind == 3:
-        animal = rng.choice(sorted(_SOUNDS))
-        return f"What sound does a {animal} make?", f"A {animal} {_SOUNDS[animal]}."
-    word = rng.choice(sorted(_OPPOSITES))
-    return f"What is the opposite of {word}?", f"The opposite of {word} is {_OPPOSITES[word]}."
+        animal = rng.choice(sorted(SOUNDS))
+        return f"What sound does a {animal} make?", f"A {animal} {SOUNDS[animal]}."
+    word = rng.choice(sorted(OPPOSITES))
+    return f"What is the opposite of {word}?", f"The opposite of {word} is {OPPOSITES[word]}."
 
 
 def _history(rng: random.Random) -> list[tuple[str, str]]:
@@ -176,9 +176,11 @@ def write_toy_files(out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-if __name__ == "__main__":  # python -m helpers.toy [out_dir]: regenerate data/toy_hh_*.jsonl
+if __name__ == "__main__":  # python -m helpers.worlds.toy [out_dir]: regenerate data/toy_hh_*.jsonl
     import sys
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "data"
+    from helpers.infra.paths import DATA_DIR
+
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR
     for split, path in write_toy_files(target).items():
         print(f"{split}: {path}")

@@ -1,7 +1,9 @@
-"""A back-of-the-envelope GPU memory and time estimate for LoRA DPO on a Colab T4, with its assumptions spelled out.
+"""How long and how much: a GPU memory and time estimate for LoRA DPO on a Colab T4, the GPU measurements, the
+expected time of a recipe on this machine, and the rule that chose the online recipe from a pilot.
 
-It is arithmetic, not a measurement: every term is listed in ``Estimate.parts`` and every assumption in
-``Estimate.assumptions``, so a reader can see which one is off when the real numbers differ.
+The T4 estimate is arithmetic, not a measurement: every term is listed in ``Estimate.parts`` and every assumption in
+``Estimate.assumptions``, so a reader can see which one is off when the real numbers differ. ``expected_minutes``
+says where its figure comes from (a measurement on this GPU, the arithmetic, or a rough CPU figure).
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from helpers.infra.paths import RESULTS_DIR
 
 __all__ = ["T4", "Estimate", "lora_parameter_count", "llama_parameter_count", "estimate_lora_dpo", "measured_gpu",
-           "measured_gpu_table"]
+           "measured_gpu_table", "PILOT_FILE", "pilot_pick", "expected_minutes", "expected_time"]
 
 T4 = {"name": "Tesla T4 (Colab free tier)", "memory_gib": 15.0, "fp16_tflops": 65.0}  # NVIDIA datasheet, tensor cores
 
@@ -103,7 +108,7 @@ def estimate_lora_dpo(config, n_params: int, n_trainable: int, *, batch_size: in
                     memory <= T4["memory_gib"], assumptions)
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = RESULTS_DIR
 
 
 def measured_gpu(results_dir: str | Path = RESULTS) -> list[dict]:
@@ -128,3 +133,87 @@ def measured_gpu_table(rows: list[dict]) -> str:
         lines.append(f"{r['device'][:22]:<22} {lengths:>22}  {r['backend']:<13}{r['dtype']:<6}{r['steps_per_s']:>8.2f}"
                      f"{r['tokens_per_s']:>10,}{r['peak_allocated_gib']:>10.2f}")
     return "\n".join(lines)
+
+
+PILOT_FILE = RESULTS_DIR / "online_recipe_pilot.json"
+
+
+def pilot_pick(results: dict[str, Any]) -> dict[str, Any]:
+    """The online learning rate and SFT weight chosen from ``benchmarks/bench_online_recipe_pilot.py``'s results by a
+    rule fixed before the pilot ran: among the grid's runs (not the deliberately over-optimised one) whose samples stay
+    well-formed (malformed rate within two standard errors of the reference's), take the **largest learning rate**
+    at which both SFT settings are well-formed (a fixed step budget learns most at the fastest rate that does not
+    break answers); at it, keep the **SFT term** if it holds Δ log p(chosen) higher than without it while losing at
+    most one standard error of held-out reward accuracy. Returns ``{"learning_rate", "sft_weight", "why",
+    "rows"}``; ``rows`` the runs with ``ok`` (well-formed) and ``acc_se``."""
+    import math
+
+    over = results.get("overoptimised") or {}
+    rows = []
+    for r in results["runs"]:
+        if (r["learning_rate"], r["sft_weight"]) == (over.get("learning_rate"), over.get("sft_weight")):
+            continue
+        acc, n = r["after"]["rewards/accuracies"], results["settings"]["test_pairs"]
+        rows.append({**r, "ok": r["malformed_excess"] <= 2 * r["malformed_excess_se"],
+                     "acc_se": math.sqrt(max(acc * (1 - acc), 1e-12) / n)})
+    lrs = sorted({r["learning_rate"] for r in rows})
+    good = [lr for lr in lrs if all(r["ok"] for r in rows if r["learning_rate"] == lr)]
+    if not good:
+        raise ValueError("no learning rate of the pilot kept its samples well-formed: nothing to choose")
+    lr = max(good)
+    at = {r["sft_weight"]: r for r in rows if r["learning_rate"] == lr}
+    sfts = sorted(at)
+    plain, with_sft = at[sfts[0]], at[sfts[-1]]
+    keep = (len(sfts) > 1 and with_sft["after"]["delta_logps/chosen"] > plain["after"]["delta_logps/chosen"]
+            and with_sft["after"]["rewards/accuracies"] >= plain["after"]["rewards/accuracies"] - plain["acc_se"])
+    pick = with_sft if keep else plain
+    why = (f"largest well-formed learning rate {lr:g}; SFT term {pick['sft_weight']:g}: Δ log p(chosen) "
+           f"{with_sft['after']['delta_logps/chosen']:+.2f} with it vs {plain['after']['delta_logps/chosen']:+.2f} "
+           f"without, held-out reward accuracy {with_sft['after']['rewards/accuracies']:.2f} vs "
+           f"{plain['after']['rewards/accuracies']:.2f} (± {plain['acc_se']:.2f})")
+    return {"learning_rate": lr, "sft_weight": pick["sft_weight"], "why": why, "rows": rows}
+
+
+def expected_minutes(recipe) -> tuple[float | None, str]:
+    """``(minutes or None, where the figure comes from)`` for ``recipe`` on this machine: a GPU measured by
+    ``benchmarks/bench_gpu_recipe.py`` (its steps/s at the recipe's precision), another GPU (the T4 arithmetic of
+    ``helpers.course.estimate``, SmolLM2-135M only), a CPU (a rough per-step figure, labelled); None with the reason for
+    the toy model (under a minute) and epoch-based runs."""
+    from helpers.infra.runtime import detect, precision_flags
+    from helpers.infra.smollm2 import MODEL_ID
+    from helpers.infra.tinymodel import SMOLLM2_135M
+    from helpers.recipe import TOY
+
+    rt = detect(check_hub=False)
+    steps = recipe.max_steps if recipe.max_steps > 0 else None
+    if steps is None:
+        return None, "an epoch-based run (max_steps=-1): its length depends on the data"
+    if recipe.model == TOY:
+        return None, f"{steps} steps of the toy world's tiny model: under a minute (notebook 03 offline, 2 CPU cores)"
+    if rt.device != "cuda":
+        pairs = recipe.batch_size * recipe.grad_accum
+        return steps * max(1.0, pairs / 4) * 6 / 60, (
+            f"a CPU: ~6 s per step of 4 short pairs on 2 cores (4-8 s measured; this recipe's steps hold {pairs} "
+            f"pairs of up to {recipe.max_length} tokens, so it may take longer); use a GPU runtime for real runs")
+    dtype = "bf16" if precision_flags(rt)["bf16"] else "fp16"
+    rows = [r for r in measured_gpu() if r["device"] == rt.gpu_name and r["dtype"] == dtype]
+    if rows and recipe.model == MODEL_ID:
+        r = max(rows, key=lambda r: r["mean_tokens"]["prompt"])  # the longer measured batches: the slower rate
+        return steps / r["steps_per_s"] / 60, (f"{r['steps_per_s']:.2f} steps/s measured on this GPU, "
+                                               f"{r['backend']}, {dtype}; benchmarks/results/{r['file']}")
+    if recipe.model == MODEL_ID:
+        n = llama_parameter_count(SMOLLM2_135M)
+        t = lora_parameter_count(SMOLLM2_135M, recipe.lora_r, recipe.lora_targets)
+        est = estimate_lora_dpo(SMOLLM2_135M, n, t, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
+                                seq_len=recipe.max_length, steps=steps)
+        return est.total_minutes, f"{rt.gpu_name}: T4 arithmetic (helpers.course.estimate), not a measurement"
+    return None, f"{steps} steps of {recipe.model} on {rt.gpu_name}: no measurement or estimate for this model"
+
+
+def expected_time(recipe) -> str:
+    """How long ``recipe`` should take on this machine, with where the figure comes from (printed before training;
+    ``expected_minutes``)."""
+    minutes, why = expected_minutes(recipe)
+    if minutes is None:
+        return why
+    return f"~{minutes:.1f} min for {recipe.max_steps} steps ({why})"

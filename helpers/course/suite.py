@@ -6,14 +6,14 @@ for the summary writes ``$DPO_RUN_DIR/metrics/<notebook stem>.json``. The runner
 ``summary.json`` (mode, per-notebook seconds/ok, the notebooks' metrics) and points ``runs/latest`` at the run.
 A failing notebook stops nothing else from being recorded, but makes the process exit 1 and names the cell; so do
 a cell that runs into the per-cell timeout and a runner that waited more than a minute between two cells
-(``helpers.nbexec``). Every cell's own time and the wait before it are in ``summary.json`` and in the executed
+(``helpers.course.nbexec``). Every cell's own time and the wait before it are in ``summary.json`` and in the executed
 notebook (``metadata.dpo_course`` of each cell).
 
 ``--online`` (``make run-online``) runs the notebooks' online branch: against ``HF_ENDPOINT`` when it is set, else
-against a local hub started for the run (``helpers.hub``), always with a fresh ``HF_HOME``; a notebook that fell
+against a local hub started for the run (``helpers.course.hub``), always with a fresh ``HF_HOME``; a notebook that fell
 back to the offline default fails. ``DPO_QUICK=1`` (the notebooks read it) shrinks every long loop.
 
-    python -m helpers.suite [--online] [--notebooks notebooks/01_*.ipynb ...] [--runs-dir runs] [--timeout 600]
+    python -m helpers.course.suite [--online] [--notebooks notebooks/01_*.ipynb ...] [--runs-dir runs] [--timeout 600]
 """
 
 from __future__ import annotations
@@ -30,25 +30,17 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from helpers.quiet import NOISE
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.course import record_metrics  # noqa: F401  (the runner merges what notebooks record)
+from helpers.infra.paths import ROOT
+from helpers.infra.quiet import NOISE
 
 __all__ = ["NotebookResult", "record_metrics", "run_notebook", "output_problems", "NOISE_MARKERS", "digest",
            "run_suite", "main"]
 
-# Library noise that must never reach a cell's output: what helpers.quiet filters (torchao's "Failed to load ...so",
+# Library noise that must never reach a cell's output: what helpers.infra.quiet filters (torchao's "Failed to load",
 # torch's _pytree deprecation, bitsandbytes' optional "kernels"), plus any _pytree or bitsandbytes message at all.
 NOISE_MARKERS = tuple(dict.fromkeys([f for frags in NOISE.values() for f in frags] + ["_pytree", "bitsandbytes"]))
 _WIDGET = "application/vnd.jupyter.widget-view+json"
-
-
-def record_metrics(run_dir: str | Path, notebook: str, metrics: dict) -> Path:
-    """Write a notebook's measured figures to ``run_dir/metrics/<notebook>.json`` (merged into summary.json)."""
-    out = Path(run_dir) / "metrics" / f"{notebook}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    return out
 
 
 @dataclass
@@ -98,15 +90,15 @@ def output_problems(nb) -> list[str]:
 def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 600) -> NotebookResult:
     """Execute ``path`` in a fresh kernel, save the executed copy to ``out_path``.
 
-    The client is ``helpers.nbexec.CourseNotebookClient`` (no silent waits on a missed kernel message); a cell that
-    runs into ``timeout`` fails the notebook naming that cell, and so does a gap of more than ``MAX_GAP_S`` between
+    The client is ``helpers.course.nbexec.CourseNotebookClient`` (no silent wait on a missed kernel message); a cell
+    that runs into ``timeout`` fails the notebook naming that cell, and so does a gap of more than ``MAX_GAP_S`` between
     one cell's reply and the next cell's start. ``cells`` in the result holds every cell's own run time and the
     runner's wait before it (also written into each executed cell's ``metadata.dpo_course``).
     """
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-    from helpers.nbexec import CourseNotebookClient, cell_timings, stall_problems, timeout_cell
+    from helpers.course.nbexec import CourseNotebookClient, cell_timings, stall_problems, timeout_cell
 
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("DPO_RUN_DIR")
@@ -192,7 +184,7 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600, onli
         print(f"NOTE: {latest} was a folder, not the link this runner keeps; moved it to {aside.name}")
     latest.symlink_to(run_dir.name)
 
-    from helpers.runtime import offline_forced, quick
+    from helpers.infra.runtime import offline_forced, quick
 
     offline = offline_forced()  # the same reading of HF_HUB_OFFLINE & co. as the notebooks' runtime banner
     summary: dict = {"mode": "online" if online else "offline" if offline else "auto", "quick": quick(),
@@ -245,7 +237,7 @@ def online_session(run_root: Path):
     here (and stopped at the end, also on Ctrl-C or an error); a fresh ``HF_HOME`` under ``run_root`` (so every model
     and dataset comes from this hub, and nothing of it lands in your own cache), deleted afterwards; offline
     switches and ``DPO_HH_SOURCE`` removed. Yields the ``hub`` record for the summary."""
-    from helpers.hub import HUB_ENV, LocalHub, client_env
+    from helpers.course.hub import HUB_ENV, LocalHub, client_env
 
     saved = dict(os.environ)
     hf_home = Path(tempfile.mkdtemp(prefix="hf-home-", dir=run_root))
@@ -318,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         if not nb.is_file():
             p.error(f"--notebooks: no such notebook {nb}")
     if a.online:
-        from helpers.hub import HubError
+        from helpers.course.hub import HubError
 
         a.runs_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["ToyRecipe", "TOY_DPO", "TOY_DECODING", "default_cache_dir", "recipe_hash", "build_toy_sft_model",
-           "toy_sft_model_dir"]
+from helpers.infra.paths import default_cache_dir
+
+__all__ = ["ToyRecipe", "TOY_DPO", "TOY_DECODING", "recipe_hash", "build_toy_sft_model", "toy_sft_model_dir"]
 
 # The offline DPO recipe (LoRA r=16, alpha=32 on all projections): measured on 2 CPU cores, 100 steps take ~30 s
 # and reach held-out reward accuracy 1.0. lr 3e-4 for 80 steps already collapses generation (probability mass of
@@ -27,8 +27,6 @@ TOY_DPO = dict(beta=0.1, learning_rate=1.5e-4, max_steps=100, per_device_train_b
                lr_scheduler_type="cosine", warmup_steps=5, max_length=256)
 # How generations are sampled when the chosen-style rate is measured: nucleus sampling over the full vocabulary.
 TOY_DECODING = dict(do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=32)
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -50,18 +48,13 @@ class ToyRecipe:
     train_pairs: int | None = None  # None: the whole toy train split
 
 
-def default_cache_dir() -> Path:
-    """``$DPO_CACHE_DIR``, else ``.cache/`` in the repository (git-ignored)."""
-    return Path(os.environ.get("DPO_CACHE_DIR", ROOT / ".cache"))
-
-
 def recipe_hash(recipe: ToyRecipe) -> str:
     """Hash of the recipe, the toy train data and the library versions that shape the weights."""
     import torch
     import transformers
 
-    from helpers.data import DATA_DIR
-    from helpers.toy import TOY_FILES
+    from helpers.infra.paths import DATA_DIR
+    from helpers.worlds.toy import TOY_FILES
 
     h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
     h.update((DATA_DIR / TOY_FILES["train"]).read_bytes())
@@ -75,8 +68,10 @@ def toy_sft_model_dir(recipe: ToyRecipe = ToyRecipe(), cache_dir: str | Path | N
 
 def _sequences(recipe: ToyRecipe, tokenizer) -> list[tuple[list[int], int]]:
     """(token ids, number of prompt tokens) for prompt+chosen and prompt+rejected of every train pair."""
-    from helpers.data import DATA_DIR, format_hh, load_hh, tokenize_pair
-    from helpers.toy import TOY_FILES
+    from helpers.data import format_hh, tokenize_pair
+    from helpers.infra.paths import DATA_DIR
+    from helpers.worlds.splits import load_hh
+    from helpers.worlds.toy import TOY_FILES
 
     ds, _ = format_hh(load_hh(DATA_DIR / TOY_FILES["train"], limit=recipe.train_pairs))
     seqs = []
@@ -96,10 +91,12 @@ def build_toy_sft_model(
     from tqdm.auto import tqdm
     from transformers import LlamaForCausalLM
 
-    from helpers.data import DATA_DIR, format_hh, load_hh
+    from helpers.data import format_hh
+    from helpers.infra.paths import DATA_DIR
+    from helpers.infra.tinymodel import tiny_llama_config, train_tokenizer
     from helpers.logprobs import pad_and_mask, token_logps
-    from helpers.tinymodel import tiny_llama_config, train_tokenizer
-    from helpers.toy import TOY_FILES
+    from helpers.worlds.splits import load_hh
+    from helpers.worlds.toy import TOY_FILES
 
     out = toy_sft_model_dir(recipe, cache_dir)
     if (out / "recipe.json").exists() and not force:
@@ -149,7 +146,7 @@ def build_toy_sft_model(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     with progress_bars_off():  # "Writing model shards" for one small shard
         model.save_pretrained(tmp)

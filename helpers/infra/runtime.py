@@ -130,7 +130,7 @@ def detect(*, check_hub: bool = True, timeout: float | None = None) -> Runtime:
     """Inspect this machine. ``check_hub=False`` skips the network probe (mode then follows HF_HUB_OFFLINE only)."""
     import torch
 
-    from helpers.colab import on_colab as _on_colab
+    from helpers.infra.colab import on_colab as _on_colab
 
     on_colab = _on_colab()
     cuda = torch.cuda.is_available()

@@ -1,7 +1,7 @@
 """Google Colab: which packages Colab owns, secrets, and Google Drive for outputs that outlive a runtime.
 
 Everything here is a no-op (or returns None) outside Colab, so the notebooks call it unconditionally.
-The notebooks' first cell (``helpers.publish.FIRST_CELL``) installs ``requirements-colab.txt`` with these
+The notebooks' first cell (``helpers.course.publish.FIRST_CELL``) installs ``requirements-colab.txt`` with these
 ``PROTECTED`` packages pinned to the versions the runtime already has: Colab imports some of them before the first
 cell runs, and replacing them mid-session breaks the session until a restart.
 """

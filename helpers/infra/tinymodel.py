@@ -147,7 +147,7 @@ def build_tiny_model(
     model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
-    from helpers.quiet import progress_bars_off
+    from helpers.infra.quiet import progress_bars_off
 
     with progress_bars_off():  # "Writing model shards" for one small shard
         model.save_pretrained(out)

@@ -1,0 +1,93 @@
+"""helpers.infra.lock: one writer per output directory, across processes; stale locks taken over with a note."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.infra import lock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "helpers.course.cli", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+# ------------------------------------------------------------------------------- one writer per output directory
+def test_a_second_run_into_a_live_runs_directory_is_refused_and_moves_nothing(tmp_path):
+    """Defect 1: run B (other beta) moved run A's directory aside while A kept writing, then resumed A's state."""
+    out = tmp_path / "D"
+    a = _cli("--offline", "--backend", "transformers", "--max-steps", "400", "--save-steps", "2",
+             "--output-dir", str(out))
+    try:
+        deadline = time.time() + 240
+        while not (out / "checkpoint-2").exists():
+            assert a.poll() is None, a.communicate()
+            assert time.time() < deadline, "run A wrote no checkpoint in 240 s"
+            time.sleep(0.5)
+        b = _cli("--offline", "--backend", "transformers", "--beta", "0.2", "--max-steps", "4",
+                 "--output-dir", str(out))
+        b_out, b_err = b.communicate(timeout=300)
+        assert a.poll() is None, "run A must still be running while B is refused"
+        assert b.returncode == 3, (b.returncode, b_err[-2000:])
+        assert f"pid {a.pid}" in b_err and "in use" in b_err
+        assert not list(tmp_path.glob("D.old-*")), "nothing moved aside under a live writer"
+        assert json.loads((out / "recipe.json").read_text())["beta"] == 0.1
+    finally:
+        a.send_signal(signal.SIGINT)  # A stops cleanly (it saves a checkpoint), releasing the lock
+        a.communicate(timeout=300)
+    assert not lock.lock_path(out).exists(), "the lock goes with its process"
+
+
+def test_lock_is_reentrant_and_a_dead_holder_is_taken_over_with_a_note(tmp_path, capsys):
+    out = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", f"from helpers.infra import lock; lock.acquire({str(out)!r}); "
+                                                   "import os; os.kill(os.getpid(), 9)"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    dead.wait(timeout=120)
+    holder = json.loads(lock.lock_path(out).read_text())
+    assert holder["pid"] == dead.pid  # killed: its lock file stayed behind
+    assert lock.acquire(out) == lock.lock_path(out)
+    assert "stale lock" in capsys.readouterr().out
+    assert lock.acquire(out) == lock.lock_path(out)  # the holder may take it again (a rerun cell)
+    lock.release(out)
+    assert not lock.lock_path(out).exists()
+
+
+def test_a_reused_pid_or_a_garbled_lock_file_is_stale(tmp_path, capsys):
+    out = tmp_path / "run"
+    mine = json.loads(json.dumps(lock._me()))
+    # a live pid (our parent) whose start time differs: the pid was reused, the holder is gone
+    lock.lock_path(out).write_text(json.dumps({**mine, "pid": os.getppid(), "start_time": "1"}))
+    lock.acquire(out)
+    assert "stale lock" in capsys.readouterr().out
+    lock.release(out)
+    lock.lock_path(out).write_text("{not json")
+    lock.acquire(out)
+    lock.release(out)
+
+
+def test_a_live_holder_blocks_acquire_in_another_process(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", f"from helpers.infra import lock; lock.acquire({str(out)!r}); "
+                                                     "print('held', flush=True); import time; time.sleep(60)"],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lock.OutputDirLocked, match=f"pid {holder.pid}"):
+            lock.acquire(out)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
