@@ -9,7 +9,7 @@ REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.tx
 HUB_VENV  := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: venv hub-venv run run-online test bench lint lab clean publish
+.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ run-online: $(STAMP) $(HUB_STAMP)
 ## Whole test suite: pytest unit tests + nbmake on every notebook (the local-hub tests need .venv-hub).
 test: $(STAMP) $(HUB_STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbmake -q
+
+## Fast tier: the unit tests only (no notebooks, no local hub, no real SmolLM2, no toy SFT model, no ML subprocesses).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m "not (slow or toy_model or hub or notebook or subprocess)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_logprobs.py

@@ -52,3 +52,11 @@ def _fail_on_unclean_output() -> None:
 
 _fail_on_unclean_output()
 
+
+def pytest_collection_modifyitems(config, items):
+    """Every nbmake item (a notebook under notebooks/) is a ``notebook`` test: `make test-fast` skips them."""
+    import pytest
+
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)

@@ -19,6 +19,22 @@ PAIRS = [
 ]
 
 
+# Fast tier (`make test-fast`): tests that carry none of the markers in pyproject.toml. Markers that follow from a
+# fixture or a whole file are added here, so a new test that uses the real SmolLM2 or the toy SFT model is marked too.
+_FIXTURE_MARKS = {"smollm2_dir": "slow", "toy_sft_dir": "toy_model"}
+_FILE_MARKS = {"test_smollm2.py": "slow", "test_real_recipe.py": "slow", "test_hub.py": "hub",
+               "test_suite.py": "notebook"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marks = {m for f, m in _FIXTURE_MARKS.items() if f in getattr(item, "fixturenames", ())}
+        if item.path.name in _FILE_MARKS:
+            marks.add(_FILE_MARKS[item.path.name])
+        for m in sorted(marks):
+            item.add_marker(getattr(pytest.mark, m))
+
+
 def conversational_pairs() -> list[dict]:
     return [
         {

@@ -19,6 +19,7 @@ def test_cli_rejects_bad_beta_with_exit_code_2(capsys):
     assert "beta must be" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_cli_runs_under_accelerate_launch_single_process(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "-m",
            "helpers.course.cli", "--offline", "--backend", "transformers", "--output-dir", str(tmp_path),

@@ -309,6 +309,7 @@ def test_publish_stamps_the_url_writes_badges_and_is_idempotent(tmp_path):
     assert title.count("colab-badge.svg") == 1 and "other/course/blob/main/" in title
 
 
+@pytest.mark.subprocess
 def test_make_publish_runs_the_cli_and_bad_input_is_refused(tmp_path):
     root = _course_copy(tmp_path)
     shutil.copy(ROOT / "Makefile", root / "Makefile")

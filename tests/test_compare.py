@@ -220,6 +220,7 @@ def test_an_unreachable_judge_gives_no_win_rate_instead_of_an_exception(monkeypa
                    "reference": 0, "tie": 0, "win_rate": None, "win_rate_ci": None}
 
 
+@pytest.mark.notebook
 def test_notebook_05_completes_and_exports_with_a_dead_judge(tmp_path, monkeypatch):
     import nbformat
 

@@ -24,6 +24,7 @@ def _cli(*args, **popen) -> subprocess.Popen:
 
 
 # ------------------------------------------------------------------------------- one writer per output directory
+@pytest.mark.subprocess
 def test_a_second_run_into_a_live_runs_directory_is_refused_and_moves_nothing(tmp_path):
     """Defect 1: run B (other beta) moved run A's directory aside while A kept writing, then resumed A's state."""
     out = tmp_path / "D"
@@ -49,6 +50,7 @@ def test_a_second_run_into_a_live_runs_directory_is_refused_and_moves_nothing(tm
     assert not lock.lock_path(out).exists(), "the lock goes with its process"
 
 
+@pytest.mark.subprocess
 def test_lock_is_reentrant_and_a_dead_holder_is_taken_over_with_a_note(tmp_path, capsys):
     out = tmp_path / "run"
     dead = subprocess.Popen([sys.executable, "-c", f"from helpers.infra import lock; lock.acquire({str(out)!r}); "
@@ -77,6 +79,7 @@ def test_a_reused_pid_or_a_garbled_lock_file_is_stale(tmp_path, capsys):
     lock.release(out)
 
 
+@pytest.mark.subprocess
 def test_a_live_holder_blocks_acquire_in_another_process(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", f"from helpers.infra import lock; lock.acquire({str(out)!r}); "

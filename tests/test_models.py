@@ -56,6 +56,7 @@ def test_transformers_branch_gives_lora_model_and_chat_tokenizer(tiny_model_dir)
     assert count_parameters(plain)[0] == count_parameters(plain)[1]
 
 
+@pytest.mark.subprocess
 def test_unsloth_branch_in_a_fresh_process(tiny_model_dir):
     code = (
         "import unsloth, json, sys\n"

@@ -73,6 +73,7 @@ def test_colab_cell_is_identical_everywhere():
     assert len(firsts) == 1
 
 
+@pytest.mark.notebook
 def test_notebook02_counts_equal_independent_counts(tmp_path, shared_hh_path, monkeypatch, real_rows_raw):
     monkeypatch.setenv("DPO_HH_SOURCE", str(shared_hh_path))
     nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_hh_rlhf_formatting.ipynb"

@@ -100,6 +100,7 @@ def test_the_shipped_files_are_consistent_with_the_check():
         assert pass_rate(qs, samples)["pass_rate"] == pytest.approx(m["reference"][split]["pass_rate"])
 
 
+@pytest.mark.slow
 def test_a_rebuild_of_a_slice_reproduces_the_shipped_samples_and_pairs(tmp_path):
     """The build command on the first question of each split, with the packaged SmolLM2: the same samples (seeded per
     question, no padding, BUILD_THREADS threads) and so the same pairs as data/."""

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers.infra.quiet import NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,6 +16,7 @@ def _stderr(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300).stderr
 
 
+@pytest.mark.subprocess
 def test_helpers_drops_the_known_noise_and_only_that():
     fragments = [f for frags in NOISE.values() for f in frags]
     loud = _stderr(IMPORTS)
@@ -75,6 +78,7 @@ def test_progress_bars_off_silences_transformers_and_datasets_and_restores_them(
         tf_logging.enable_progress_bar()
 
 
+@pytest.mark.notebook
 def test_nbmake_fails_a_notebook_with_noise_and_passes_a_clean_one(tmp_path):
     """The repository's conftest hooks nbmake, so `make test` fails on the noise `make run` would flag."""
     import os

@@ -33,6 +33,7 @@ def _train_losses(metrics) -> dict[int, float]:
     return {h["step"]: h["loss"] for h in metrics["log_history"] if "loss" in h}
 
 
+@pytest.mark.subprocess
 def test_interrupt_then_rerun_continues_without_repeating_a_step(tmp_path):
     full = run_recipe(_recipe(tmp_path / "full"), verbose=False)
     with pytest.raises(KeyboardInterrupt):
@@ -48,6 +49,7 @@ def test_interrupt_then_rerun_continues_without_repeating_a_step(tmp_path):
     assert (tmp_path / "cut" / "adapter" / "adapter_config.json").exists()
 
 
+@pytest.mark.subprocess
 def test_unsloth_branch_resumes_the_same_way(tmp_path):
     def cli(out, *extra):
         cmd = [sys.executable, "-m", "helpers.course.cli", "--offline", "--backend", "unsloth",
@@ -64,6 +66,7 @@ def test_unsloth_branch_resumes_the_same_way(tmp_path):
     assert sorted(b) == list(range(1, 11)) and all(abs(a[s] - b[s]) < 1e-4 for s in range(6, 11)), (a, b)
 
 
+@pytest.mark.toy_model
 def test_changed_recipe_does_not_resume_a_different_run(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         run_recipe(_recipe(tmp_path / "r"), stop_after=4, verbose=False)
@@ -80,6 +83,7 @@ def test_bad_parameters_raise_before_anything_loads(kw, match):
         DPORecipe(**kw)
 
 
+@pytest.mark.toy_model
 def test_unknown_model_path_and_short_max_length_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="neither an existing directory"):
         run_recipe(_recipe(tmp_path, model="./no/such/model"), verbose=False)
@@ -220,6 +224,7 @@ def test_recipe_values_are_checked_and_numpy_or_torch_scalars_accepted():
     assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 
 
+@pytest.mark.toy_model
 def test_the_toy_fallback_is_recorded_in_the_run_metrics(tmp_path, monkeypatch, capsys):
     """A fallback happens only for the default source offline, is printed, and lands in metrics.json."""
     from helpers.recipe import OFFLINE, DPORecipe, run_recipe
@@ -235,6 +240,7 @@ def test_the_toy_fallback_is_recorded_in_the_run_metrics(tmp_path, monkeypatch, 
     assert data["source"] == "toy" and data["asked_for"] == DEFAULT_SOURCE and "fallback" in data["note"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("backend", ["transformers", "unsloth"])
 def test_short_lora_dpo_run_delivers_the_offline_promise(tmp_path, toy_sft_dir, backend):
     r = subprocess.run([sys.executable, "-m", "helpers.course.cli", "--offline", "--backend", backend,

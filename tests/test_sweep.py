@@ -58,6 +58,7 @@ def test_sweep_measures_each_setting_and_caches_it(tmp_path, toy_sft_dir):
     assert [r["cached"] for r in restored["rows"]] == [True, True] and restored["reference"] == first["reference"]
 
 
+@pytest.mark.toy_model
 def test_merge_saves_a_full_model_that_equals_the_adapter_model(tmp_path):
     import json
 
