@@ -147,7 +147,7 @@ def test_a_missing_model_file_is_a_clear_error(hub, tmp_path):
 def test_a_missing_dataset_is_a_clear_error_not_a_silent_fallback(hub, tmp_path):
     with FaultProxy(hub.endpoint) as proxy:
         proxy.on(r"^/(api/)?datasets/Anthropic/hh-rlhf", ("status", 404))
-        r = client("from helpers.data import resolve_hh\nresolve_hh()", proxy.endpoint, tmp_path / "hf")
+        r = client("from helpers.worlds.splits import resolve_hh\nresolve_hh()", proxy.endpoint, tmp_path / "hf")
     assert r.get("error") == "HubDownloadError", r
     assert DATASET_REPO in r["message"] and proxy.endpoint in r["message"], r["message"]
 
