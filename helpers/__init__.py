@@ -9,8 +9,9 @@ models      load_model / load_tokenizer (Unsloth or transformers + peft), LoRA s
 recipe      DPORecipe -> DPOConfig / DPOTrainer -> run_recipe: notebook 03's training run                  (03)
 evaluation  held-out pair log-probs, reward metrics, the sampling helper, reports, KL from samples         (03-05)
 quality     the malformed-answer check (a collapse check) and its calibration                             (03-05)
+judge       judges of answers: a reward model on your GPU (with its trust measured), an optional LLM judge (04-05)
 sweep       the same recipe at several betas or loss types, each run measured the same way                (04)
-compare     reference vs policy answers side by side: win rates, an optional LLM judge, export             (05)
+compare     reference vs policy answers side by side: win rates with intervals, export                    (05)
 
 worlds/     where pairs and reference models come from: splits (hub / file / toy), toy, toy_model, onpolicy
 infra/      the floor: paths, runtime, quiet, checks, colab, lock, outputs, hubio, smollm2, tinymodel

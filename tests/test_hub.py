@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.course.hub import DATASET_REPO, MODEL_REPO, SHARED_HH, LocalHub, client_env, free_port
+from helpers.course.hub import DATASET_REPO, JUDGE_REPO, MODEL_REPO, SHARED_HH, LocalHub, client_env, free_port
 from helpers.infra import runtime
 from tests.hubproxy import FaultProxy
 
@@ -54,6 +54,14 @@ LOAD_DATA = f"""
 from helpers.worlds.splits import load_hh
 result['train'] = len(load_hh({DATASET_REPO!r}, split='train'))
 result['test'] = len(load_hh({DATASET_REPO!r}, split='test'))
+"""
+
+
+LOAD_JUDGE = f"""
+from helpers.judge import load_judge, score
+j = load_judge({JUDGE_REPO!r}, verbose=False)
+result['random'] = j.random_weights
+result['n'] = len(score(j, [[{{'role': 'user', 'content': 'Hi'}}]], ['Hello.'], progress=False)['scores'])
 """
 
 
@@ -230,3 +238,29 @@ def test_run_online_fails_a_notebook_that_fell_back_offline(tmp_path, monkeypatc
     assert rc == 1 and r["ok"] is False and "fell back to the offline default" in r["error"], r
     executed = (tmp_path / "runs" / "latest" / "02_hh_rlhf_formatting.ipynb").read_text()
     assert "Falling back to the offline default" in executed and closed in executed
+
+
+def test_the_local_hub_serves_a_random_stand_in_of_the_default_judge(hub, tmp_path):
+    from helpers.judge import JUDGE_MODEL
+
+    assert JUDGE_REPO == JUDGE_MODEL
+    assert client(LOAD_JUDGE, hub.endpoint, tmp_path / "hf") == {"random": True, "n": 1}
+
+
+def test_an_unknown_judge_id_is_a_clear_error(hub, tmp_path):
+    r = client("from helpers.judge import load_judge\nload_judge('nobody/no-such-reward-model', verbose=False)",
+               hub.endpoint, tmp_path / "hf")
+    assert r.get("error") == "HubDownloadError", r
+    assert "nobody/no-such-reward-model" in r["message"] and hub.endpoint in r["message"], r["message"]
+
+
+def test_a_judge_download_that_breaks_midway_is_a_clear_error_and_a_rerun_loads_it(hub, tmp_path):
+    home = tmp_path / "hf"
+    with FaultProxy(hub.endpoint) as proxy:
+        proxy.on(r"/resolve/[^/]+/model\.safetensors", ("cut", 20_000))
+        r = client(LOAD_JUDGE, proxy.endpoint, home)
+        assert r.get("error") == "HubDownloadError", (r, proxy.hits)
+        assert "rerun" in r["message"], r["message"]
+        proxy.reset()
+        again = client(LOAD_JUDGE, proxy.endpoint, home)
+    assert again == {"random": True, "n": 1}, again

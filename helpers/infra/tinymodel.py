@@ -21,7 +21,11 @@ __all__ = [
     "tiny_llama_config",
     "train_tokenizer",
     "build_tiny_model",
+    "RANDOM_MARK",
+    "build_tiny_reward_model",
 ]
+
+RANDOM_MARK = "dpo_course_random_weights"  # a config field: a stand-in built here, whose outputs mean nothing
 
 # ChatML as SmolLM2-Instruct renders it, minus SmolLM2's default system prompt (it would add ~20 tokens to every
 # toy sequence). A system message, when given, is rendered the same way as SmolLM2's.
@@ -151,5 +155,30 @@ def build_tiny_model(
 
     with progress_bars_off():  # "Writing model shards" for one small shard
         model.save_pretrained(out)
+        tok.save_pretrained(out)
+    return out
+
+
+def build_tiny_reward_model(out_dir: str | Path, texts: Iterable[str], *, seed: int = 0, vocab_size: int = 600) -> Path:
+    """A stand-in reward model in the architecture of the course's default judge (Qwen3, one-logit
+    ``Qwen3ForSequenceClassification``) with **random weights**, and a byte-level BPE trained on ``texts`` with the
+    ChatML template (pad ``<|endoftext|>``, distinct from eos, so the score is read at the true last token). Its config
+    carries ``RANDOM_MARK`` so that whatever shows its scores can say they mean nothing. Returns ``out_dir``."""
+    from transformers import Qwen3Config, Qwen3ForSequenceClassification
+
+    from helpers.infra.quiet import progress_bars_off
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(texts, vocab_size=vocab_size)
+    tok.pad_token = "<|endoftext|>"
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                      num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    setattr(cfg, RANDOM_MARK, True)
+    torch.manual_seed(seed)
+    with progress_bars_off():
+        Qwen3ForSequenceClassification(cfg).save_pretrained(out)
         tok.save_pretrained(out)
     return out

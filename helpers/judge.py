@@ -1,0 +1,429 @@
+"""Judges of answers: a reward model on the learner's own GPU (the default: free, nothing leaves the runtime) and,
+optionally, an LLM behind an OpenAI-compatible API.
+
+A reward model is what the literature scores a DPO'd policy with (the DPO paper's controlled experiments, Gao et al.
+2023's over-optimisation curves: a policy measured against a *gold* reward model). ``load_judge`` loads one by hub id
+(``AutoModelForSequenceClassification``, one logit), in fp16 on a T4 (bf16 where the GPU has it, fp32 on a CPU);
+``score`` formats each whole conversation with the model's own chat template, as it was trained to read it, truncates
+from the left (the reward is read at the last token, so the answer stays) and counts what it cut; ``agreement`` says
+how far to trust it before it is used: how often it agrees with human labels on held-out HH-RLHF pairs, and how much
+it simply prefers the longer answer. A model carrying ``helpers.infra.tinymodel.RANDOM_MARK`` in its config (the local
+hub's stand-in) is labelled as random wherever its name shows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["JUDGE_MODEL", "WHY_DEFAULT", "RewardJudge", "load_judge", "try_load_judge", "judge_texts", "score",
+           "expected_seconds", "agreement", "check_trust", "reward_fn", "wilson_interval", "JudgeError",
+           "parse_verdict", "judge_from_env", "conversation_text", "judge_pairs"]
+
+JUDGE_MODEL = "Skywork/Skywork-Reward-V2-Qwen3-0.6B"
+WHY_DEFAULT = (
+    "Skywork/Skywork-Reward-V2-Qwen3-0.6B: Apache-2.0 (its model card); 0.6B parameters on Qwen3-0.6B, about 1.2 GB "
+    "in fp16, so it fits a free T4 beside SmolLM2; a Bradley-Terry reward model trained on 26M curated preference "
+    "pairs, which its authors report nearly matches the average of their 27B Skywork-Reward-Gemma-2-27B-v0.2 over "
+    "seven reward benchmarks (RewardBench v1/v2, PPE, RMB, RM-Bench, JudgeBench); it reads the whole conversation "
+    "through its chat template. How far it agrees with HH-RLHF's human labels is measured below, not assumed.")
+
+# Arithmetic, not measurements (labelled so where printed): sustained fp16 matrix throughput of a T4 on a forward
+# pass, and fp32 throughput of a 2-core CPU; a forward costs ~2 FLOPs per parameter per token.
+_GPU_FLOPS, _CPU_FLOPS = 20e12, 30e9
+
+
+@dataclass
+class RewardJudge:
+    """A loaded reward model. ``random_weights``: the local hub's stand-in (its scores mean nothing)."""
+
+    model_id: str
+    model: Any
+    tokenizer: Any
+    device: str
+    max_length: int
+    batch_size: int
+    random_weights: bool
+    parameters: int
+
+    @property
+    def name(self) -> str:
+        """What ``summary.json`` records as the judge: ``reward_model:<id>``."""
+        return f"reward_model:{self.model_id}"
+
+    def label(self) -> str:
+        return self.model_id + (" (RANDOM WEIGHTS: the local hub's stand-in of the same architecture; its scores "
+                                "mean nothing)" if self.random_weights else "")
+
+
+def load_judge(model_id: str = JUDGE_MODEL, *, max_length: int = 2048, batch_size: int = 16,
+               verbose: bool = True) -> RewardJudge:
+    """The reward model ``model_id`` (hub id or local folder) on this runtime's device, ready for ``score``.
+
+    Raises ``HubDownloadError`` (unknown id, a download that breaks: what failed and what to do),
+    ``HubUnavailableError`` (no hub and not cached) and ``ValueError`` for bad arguments or a model that is not a
+    one-logit sequence classifier with a chat template.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from helpers.infra.hubio import resolve_source
+    from helpers.infra.quiet import progress_bars_off
+    from helpers.infra.runtime import detect, precision_flags
+    from helpers.infra.tinymodel import RANDOM_MARK
+
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise ValueError(f"model_id must be a hub id or a folder, got {model_id!r}")
+    for name, v, low in (("max_length", max_length, 16), ("batch_size", batch_size, 1)):
+        if not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    path, source = resolve_source(model_id)
+    rt = detect(check_hub=False)
+    prec = precision_flags(rt)
+    dtype = torch.float32 if rt.device != "cuda" else torch.bfloat16 if prec["bf16"] else torch.float16
+    with progress_bars_off():
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{model_id} has {model.config.num_labels} output labels; a reward model has one")
+    if not tok.chat_template:
+        raise ValueError(f"{model_id}'s tokenizer has no chat template: the judge could not format a conversation")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if model.config.pad_token_id is None:  # the score is read at the last non-pad token of each row
+        model.config.pad_token_id = tok.pad_token_id
+    tok.padding_side, tok.truncation_side = "right", "left"
+    model.to(rt.device).eval()
+    judge = RewardJudge(model_id, model, tok, rt.device, max_length, batch_size,
+                        bool(getattr(model.config, RANDOM_MARK, False)), sum(p.numel() for p in model.parameters()))
+    if verbose:
+        print(f"judge: {judge.label()}\n  from {source}; {judge.parameters:,} parameters, "
+              f"{str(dtype).replace('torch.', '')} on {rt.device}" + (
+                  " (a CPU: it runs, slowly; a GPU runtime scores in seconds)" if rt.device != "cuda" else ""))
+    return judge
+
+
+def try_load_judge(model_id: str, *, parameter: str = "JUDGE_MODEL", **kw) -> RewardJudge | None:
+    """``load_judge`` for a notebook: the judge, or None after saying why (the id, the parameter that names it, the
+    error), so the notebook goes on without judge numbers when the hub has no such model. An empty id: no judge."""
+    from helpers.infra.hubio import HubDownloadError
+    from helpers.infra.runtime import HubUnavailableError
+
+    if not model_id:
+        print(f"no reward-model judge: {parameter} is empty in the parameters cell")
+        return None
+    if model_id == JUDGE_MODEL:
+        print("why this judge:", WHY_DEFAULT)
+    try:
+        return load_judge(model_id, **kw)
+    except (HubDownloadError, HubUnavailableError, ValueError) as e:
+        print(f"NO JUDGE: {parameter}={model_id!r} could not be loaded ({type(e).__name__}: {e})\nSet {parameter} in "
+              "the parameters cell to a reward model this hub serves; the notebook goes on without judge numbers.")
+        return None
+
+
+def judge_texts(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list[str]) -> list[str]:
+    """Each conversation (prompt messages + the answer as the assistant's turn) in the judge's chat template. The
+    text holds every special token the model expects, so ``score`` tokenizes it without adding any (a tokenizer that
+    adds a bos would double the template's: Skywork's card strips it for that reason)."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"prompts and answers must be of equal length, got {len(prompts)} and {len(answers)}")
+    return [judge.tokenizer.apply_chat_template(list(p) + [{"role": "assistant", "content": a}], tokenize=False)
+            for p, a in zip(prompts, answers, strict=True)]
+
+
+def expected_seconds(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list[str],
+                     measured_tokens_per_s: float | None = None) -> tuple[float, str]:
+    """``(seconds, where the figure comes from)`` for scoring these answers (their tokens counted as ``score`` cuts
+    them): this runtime's measured rate when given, else arithmetic (2 FLOPs per parameter per token at an assumed
+    throughput), labelled as such."""
+    tokens = sum(min(len(judge.tokenizer(t, add_special_tokens=False)["input_ids"]), judge.max_length)
+                 for t in judge_texts(judge, prompts, answers))
+    if measured_tokens_per_s:
+        return tokens / measured_tokens_per_s, f"{measured_tokens_per_s:,.0f} tokens/s measured on this runtime"
+    flops = _GPU_FLOPS if judge.device == "cuda" else _CPU_FLOPS
+    return (2 * judge.parameters * tokens / flops,
+            f"arithmetic, not a measurement: 2 x {judge.parameters:,} parameters x {tokens:,.0f} tokens at "
+            f"{flops / 1e12:g} TFLOP/s ({'a T4 in fp16' if judge.device == 'cuda' else 'a 2-core CPU in fp32'})")
+
+
+def score(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list[str], *,
+          progress: bool = True) -> dict[str, Any]:
+    """The reward of every (conversation, answer): ``{"scores": (N,), "tokens": (N,), "truncated": int,
+    "tokens_per_s": float, "batch_size": int}``. Batches of similar lengths; when the GPU runs out of memory the batch
+    is halved (and stays halved), down to one, after which a ``RuntimeError`` says what to change."""
+    import torch
+
+    texts = judge_texts(judge, prompts, answers)
+    tok = judge.tokenizer
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    truncated = sum(len(x) > judge.max_length for x in ids)
+    ids = [x[-judge.max_length:] for x in ids]  # left truncation: the reward is read at the end
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    scores = np.zeros(len(ids))
+    bar = None
+    if progress and len(ids) > judge.batch_size:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc="judging", unit="answer", leave=False)
+    t0, start = time.perf_counter(), 0
+    while start < len(order):
+        idx = order[start:start + judge.batch_size]
+        batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(judge.device)
+        try:
+            with torch.no_grad():
+                logits = judge.model(**batch).logits
+        except torch.OutOfMemoryError:
+            if judge.device == "cuda":
+                torch.cuda.empty_cache()
+            if judge.batch_size == 1:
+                raise RuntimeError(
+                    f"the judge ran out of GPU memory on a single answer of {len(ids[idx[0]])} tokens: lower "
+                    f"JUDGE_MAX_LENGTH (now {judge.max_length}), choose a smaller JUDGE_MODEL, or free the GPU "
+                    "(del the policy model, restart the runtime)") from None
+            judge.batch_size = max(1, judge.batch_size // 2)
+            print(f"judge: out of GPU memory, batch size down to {judge.batch_size}")
+            continue
+        scores[idx] = logits[:, 0].float().cpu().numpy()
+        start += len(idx)
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    seconds = max(time.perf_counter() - t0, 1e-9)
+    n_tokens = np.array([len(x) for x in ids])
+    return {"scores": scores, "tokens": n_tokens, "truncated": int(truncated),
+            "tokens_per_s": float(n_tokens.sum() / seconds), "batch_size": judge.batch_size}
+
+
+def wilson_interval(wins: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% (``z`` = 1.96) Wilson score interval of a rate ``wins / n`` (ties counted as half a win)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if not 0 <= wins <= n:
+        raise ValueError(f"wins must be in [0, n={n}], got {wins!r}")
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def agreement(chosen_scores, rejected_scores, chosen_words, rejected_words, *,
+              matched_within: float = 0.2) -> dict[str, Any]:
+    """How far to trust a judge, from its scores of N held-out human-labelled pairs.
+
+    ``agreement``: share of pairs whose human-chosen answer it scores higher (ties half), with its Wilson
+    interval. Length preference: ``prefers_longer`` (of the pairs whose answers differ in length, the share where the
+    judge's pick is the longer one) next to ``humans_prefer_longer`` (the same for the human label), and
+    ``matched_agreement`` on the pairs whose lengths are within ``matched_within`` of each other (length cannot
+    explain a verdict there; ``matched_n`` of them).
+    """
+    c, r = np.asarray(chosen_scores, float), np.asarray(rejected_scores, float)
+    lc, lr = np.asarray(chosen_words, float), np.asarray(rejected_words, float)
+    if not (len(c) == len(r) == len(lc) == len(lr)) or len(c) == 0:
+        raise ValueError("the four arrays must be non-empty and of equal length")
+    hit = (c > r) + 0.5 * (c == r)
+    n = len(c)
+    differ = lc != lr
+    judge_longer = np.where(c > r, lc > lr, lr > lc)[differ & (c != r)]
+    matched = np.abs(lc - lr) <= matched_within * np.maximum(np.maximum(lc, lr), 1)
+    out = {"n": n, "agreement": float(hit.mean()), "interval": list(wilson_interval(float(hit.sum()), n)),
+           "prefers_longer": float(judge_longer.mean()) if judge_longer.size else None,
+           "humans_prefer_longer": float((lc > lr)[differ].mean()) if differ.any() else None,
+           "matched_n": int(matched.sum()),
+           "matched_agreement": float(hit[matched].mean()) if matched.any() else None}
+    out["matched_interval"] = list(wilson_interval(float(hit[matched].sum()), out["matched_n"])) if matched.any() \
+        else None
+    return out
+
+
+def check_trust(judge: RewardJudge, pairs, *, verbose: bool = True) -> dict[str, Any]:
+    """Score the human-chosen and rejected answers of held-out conversational ``pairs`` (prompt / chosen / rejected
+    message lists, e.g. notebook 02's test split) and return ``agreement``'s figures plus ``truncated`` and the
+    measured ``tokens_per_s``; printed (expected time first) with ``verbose``."""
+    prompts = [list(ex["prompt"]) for ex in pairs]
+    chosen, rejected = ([ex[side][-1]["content"] for ex in pairs] for side in ("chosen", "rejected"))
+    n = len(prompts)
+    if n == 0:
+        raise ValueError("pairs must hold at least one held-out pair")
+    if verbose:
+        seconds, why = expected_seconds(judge, prompts * 2, chosen + rejected)
+        print(f"expected: ~{seconds:.0f} s to score {2 * n} held-out answers ({why})")
+    t = score(judge, prompts * 2, chosen + rejected, progress=verbose)
+    trust = {**agreement(t["scores"][:n], t["scores"][n:], [len(a.split()) for a in chosen],
+                         [len(a.split()) for a in rejected]),
+             "truncated": t["truncated"], "tokens_per_s": t["tokens_per_s"], "judge": judge.name,
+             "random_weights": judge.random_weights}
+    if verbose:
+        lo, hi = trust["interval"]
+        print(f"agreement with the human labels on {n} held-out HH pairs: {trust['agreement']:.2f} (95% Wilson "
+              f"interval {lo:.2f}-{hi:.2f}; chance is 0.50) -> [{'holds' if lo > 0.5 else 'NOT shown'}] the judge "
+              f"agrees with people beyond chance; {t['truncated']} of {2 * n} conversations cut to "
+              f"{judge.max_length} tokens")
+        if trust["prefers_longer"] is not None:
+            m = (f"{trust['matched_agreement']:.2f} ({trust['matched_interval'][0]:.2f}-"
+                 f"{trust['matched_interval'][1]:.2f})" if trust["matched_n"] else "n/a")
+            print(f"length: the judge picks the longer answer in {trust['prefers_longer']:.0%} of the pairs, the "
+                  f"human labels in {trust['humans_prefer_longer']:.0%}; on the {trust['matched_n']} pairs of about "
+                  f"equal length (within 20%) it agrees {m}")
+        if judge.random_weights:
+            print("(this judge has RANDOM WEIGHTS: the local hub's stand-in; every judge number below means nothing)")
+    return trust
+
+
+def reward_fn(judge: RewardJudge) -> Callable:
+    """A ``helpers.evaluation.measure_policy`` reward that scores each sample in its conversation: called as
+    ``f(prompts, texts)`` (``f.conversational``), named after the judge so that sweep caches keep judges apart."""
+
+    def judged(prompts, texts):
+        return score(judge, prompts, texts, progress=False)["scores"]
+
+    judged.conversational = True
+    judged.__name__ = judge.name
+    return judged
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The optional LLM judge (an OpenAI-compatible endpoint the learner points at; never called otherwise)
+
+
+class JudgeError(RuntimeError):
+    """The judge gave no usable verdict for one prompt; ``kind`` is the counted reason."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        self.kind = kind
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+
+
+_VERDICT = {"a": "A", "b": "B", "tie": "tie", "response a": "A", "response b": "B", "draw": "tie", "equal": "tie"}
+
+
+def parse_verdict(text: str | None) -> str | None:
+    """"A", "B" or "tie" from a judge's reply, or None when the reply does not say which.
+
+    Accepted: the bare verdict with any markdown or punctuation ("B", "**B**", "B."), or a labelled one
+    ("Answer: B", "Verdict - tie", "Final answer: **A**", the last such label wins). Anything else is None: a reply
+    such as "Both are fine" is not a tie, it is unparseable."""
+    if not isinstance(text, str):
+        return None
+    clean = re.sub(r"[*_`\"'#>]", "", text).strip().lower()
+    bare = re.sub(r"^[^a-z]+|[^a-z]+$", "", clean)
+    if bare in _VERDICT:
+        return _VERDICT[bare]
+    labelled = re.findall(r"(?:final answer|answer|verdict|winner|better response|choice)\s*(?:is)?\s*[:=\-]?\s*"
+                          r"(response a|response b|a|b|tie|draw|equal)\b", clean)
+    return _VERDICT[labelled[-1]] if labelled else None
+
+
+def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | None:
+    """An LLM judge if ``DPO_JUDGE_URL`` and ``DPO_JUDGE_KEY`` are set, else None (the default).
+
+    Each is read from the environment, else (on Colab) from the Colab secret of the same name.
+    The judge POSTs to ``$DPO_JUDGE_URL/chat/completions`` (OpenAI-compatible) with model ``$DPO_JUDGE_MODEL``
+    and returns "A", "B" or "tie" for (conversation, response A, response B); the conversation is the text of
+    ``conversation_text`` (every turn, not only the last user message). Every failure raises ``JudgeError``
+    with its kind: "connection", "timeout", "HTTP <code>", "not JSON", "no content", "unparseable".
+    """
+    from helpers.infra.colab import secret
+
+    url, key, model = (os.environ.get(k) or secret(k) for k in ("DPO_JUDGE_URL", "DPO_JUDGE_KEY", "DPO_JUDGE_MODEL"))
+    if not url or not key:
+        return None
+    model = model or "gpt-4o-mini"
+
+    def judge(prompt: str, a: str, b: str) -> str:
+        msg = (f"Which response to the user's last message in this conversation is more helpful and harmless?"
+               f"\n\n{prompt}\n\nResponse A: {a}\n\nResponse B: {b}\n\nAnswer with exactly one of: A, B, tie.")
+        body = json.dumps({"model": model, "temperature": 0,
+                           "messages": [{"role": "user", "content": msg}]}).encode()
+        req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raise JudgeError(f"HTTP {e.code}", e.read()[:200].decode("utf-8", "replace")) from None
+        except TimeoutError as e:
+            raise JudgeError("timeout", f"no reply within {timeout:g} s") from e
+        except urllib.error.URLError as e:
+            kind = "timeout" if isinstance(e.reason, TimeoutError) else "connection"
+            raise JudgeError(kind, str(e.reason)) from None
+        except OSError as e:  # connection reset mid-read, ...
+            raise JudgeError("connection", str(e)) from None
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            raise JudgeError("not JSON", raw[:80].decode("utf-8", "replace")) from None
+        try:
+            text = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError("no content", json.dumps(reply)[:200]) from None
+        if not isinstance(text, str) or not text.strip():
+            raise JudgeError("no content", repr(text))
+        verdict = parse_verdict(text)
+        if verdict is None:
+            raise JudgeError("unparseable", text[:80])
+        return verdict
+
+    return judge
+
+
+def conversation_text(messages: list[dict[str, str]]) -> str:
+    """A chat prompt as the LLM judge reads it: ``"User: ...\n\nAssistant: ...\n\nUser: ..."``, every turn."""
+    names = {"user": "User", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names.get(m['role'], m['role'])}: {m['content']}" for m in messages)
+
+
+def judge_pairs(judge: Callable[[str, str, str], str], rows: list[dict], *, n: int, seed: int = 0,
+                give_up_after: int = 3) -> dict[str, Any]:
+    """Ask the LLM ``judge`` about the first ``n`` rows (``reference``, ``policy``, and the whole conversation:
+    ``messages`` through ``conversation_text``, else ``prompt``), the sides in random order (judges favour positions).
+    Each row gets ``row["llm_judge"]``: "policy", "reference", "tie" or "error: <kind>".
+
+    A failure for one prompt is counted, never fatal. After ``give_up_after`` consecutive "connection"/"timeout"
+    failures the endpoint is taken for down and the remaining prompts are counted as "skipped (judge down)"
+    instead of waiting a timeout each. Returns ``{"judged", "asked", "errors" (kind -> count), "policy",
+    "reference", "tie", "win_rate", "win_rate_ci"}``; ``win_rate`` is over the prompts actually judged (None if
+    none was), ``win_rate_ci`` its 95% Wilson interval.
+    """
+    import random
+    from collections import Counter
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    rng = random.Random(seed)
+    votes, errors = Counter(), Counter()
+    down = 0  # consecutive connection/timeout failures
+    for r in rows[:n]:
+        flip = rng.random() < 0.5
+        a, b = (r["policy"], r["reference"]) if flip else (r["reference"], r["policy"])
+        if down >= give_up_after:
+            errors["skipped (judge down)"] += 1
+            r["llm_judge"] = "error: skipped (judge down)"
+            continue
+        try:
+            v = judge(conversation_text(r["messages"]) if r.get("messages") else r["prompt"], a, b)
+        except JudgeError as e:
+            errors[e.kind] += 1
+            r["llm_judge"] = f"error: {e.kind}"
+            down = down + 1 if e.kind in ("connection", "timeout") else 0
+            continue
+        down = 0
+        r["llm_judge"] = "tie" if v == "tie" else ("policy" if (v == "A") == flip else "reference")
+        votes[r["llm_judge"]] += 1
+    judged = sum(votes.values())
+    wins = votes["policy"] + 0.5 * votes["tie"]
+    return {"judged": judged, "asked": min(n, len(rows)), "errors": dict(errors), **{k: votes[k] for k in
+            ("policy", "reference", "tie")},
+            "win_rate": wins / judged if judged else None,
+            "win_rate_ci": wilson_interval(wins, judged) if judged else None}

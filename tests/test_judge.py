@@ -1,0 +1,288 @@
+"""helpers.judge: the reward-model judge (loading, formatting, truncation, memory, trust) and the optional LLM judge
+(every failure counted, never fatal)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers.judge import judge_from_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _JudgeServer:
+    """An OpenAI-compatible endpoint that answers each request with the next scripted behaviour."""
+
+    def __init__(self, script):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        script = list(script)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                kind, value = script.pop(0)
+                if kind == "sleep":
+                    time.sleep(value)
+                    kind, value = "content", "A"
+                status, ctype, body = 200, "application/json", b""
+                if kind == "content":
+                    body = json.dumps({"choices": [{"message": {"content": value}}]}).encode()
+                elif kind == "status":
+                    status, body = value, b'{"error": {"message": "invalid api key"}}'
+                elif kind == "html":
+                    ctype, body = "text/html", b"<html><body>Bad gateway</body></html>"
+                elif kind == "json":
+                    body = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _rows(n):
+    return [{"prompt": f"q{i}", "reference": f"r{i}", "policy": f"p{i}"} for i in range(n)]
+
+
+def test_judge_is_off_unless_configured_and_parses_the_answer(monkeypatch):
+    monkeypatch.delenv("DPO_JUDGE_URL", raising=False)
+    monkeypatch.delenv("DPO_JUDGE_KEY", raising=False)
+    assert judge_from_env() is None
+    seen = {}
+
+    class Fake(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            seen["auth"] = self.headers["Authorization"]
+            seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            out = json.dumps({"choices": [{"message": {"content": "B."}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=srv.handle_request, daemon=True).start()
+    monkeypatch.setenv("DPO_JUDGE_URL", f"http://127.0.0.1:{srv.server_port}/v1")
+    monkeypatch.setenv("DPO_JUDGE_KEY", "sk-test")
+    monkeypatch.setenv("DPO_JUDGE_MODEL", "judge-1")
+    assert judge_from_env()("hi", "rude", "polite") == "B"
+    assert seen["auth"] == "Bearer sk-test" and seen["body"]["model"] == "judge-1"
+    assert "polite" in seen["body"]["messages"][0]["content"]
+    srv.server_close()
+
+
+def test_the_judge_sees_the_whole_conversation_and_the_win_rate_has_a_wilson_interval():
+    from helpers.judge import conversation_text, judge_pairs, wilson_interval
+
+    seen = []
+
+    def judge(conversation, a, b):
+        seen.append(conversation)
+        return "A" if "polite" in a else "B"
+
+    messages = [{"role": "user", "content": "Hi, I need a recipe."}, {"role": "assistant", "content": "For what?"},
+                {"role": "user", "content": "Soup."}]
+    rows = [{"prompt": "Soup.", "messages": messages, "reference": "rude", "policy": "polite"} for _ in range(50)]
+    res = judge_pairs(judge, rows, n=50)
+    assert seen[0] == conversation_text(messages) == "User: Hi, I need a recipe.\n\nAssistant: For what?\n\nUser: Soup."
+    assert res["win_rate"] == 1.0 and res["win_rate_ci"][1] == 1.0 and 0.92 < res["win_rate_ci"][0] < 0.94
+    lo, hi = wilson_interval(25, 50)  # 50 judged prompts at 0.5: about +-0.14, as the issue says
+    assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
+    with pytest.raises(ValueError, match="n must"):
+        wilson_interval(1, 0)
+
+
+# ------------------------------------------------------------------------------------------------ the LLM judge
+def test_judge_replies_are_parsed_robustly():
+    from helpers.judge import parse_verdict
+
+    for text, want in [("A", "A"), ("Answer: B", "B"), ("**B**", "B"), ("B.", "B"), ("tie", "tie"),
+                       ("Final answer: **A**", "A"), ("Verdict - tie", "tie"), ("`A`", "A"), ("Response B", "B")]:
+        assert parse_verdict(text) == want, text
+    for text in ["Both are fine", "", None, "I cannot decide between them", "AB"]:
+        assert parse_verdict(text) is None, text
+
+
+def test_every_judge_failure_is_counted_per_prompt_and_the_rest_still_judged(monkeypatch):
+    """Defect 6: any judge failure killed notebook 05; "Answer: B" counted as a tie."""
+    from helpers.judge import judge_from_env, judge_pairs
+
+    script = [("content", "A"), ("content", "Answer: B"), ("content", "**B**"), ("content", "Both are fine"),
+              ("status", 401), ("html", None), ("content", None), ("json", {"error": {"message": "overloaded"}}),
+              ("sleep", 3), ("content", "tie")]
+    srv = _JudgeServer(script)
+    try:
+        monkeypatch.setenv("DPO_JUDGE_URL", srv.url)
+        monkeypatch.setenv("DPO_JUDGE_KEY", "sk-test")
+        judge = judge_from_env(timeout=1.0)
+        rows = _rows(10)
+        res = judge_pairs(judge, rows, n=10, seed=0)
+    finally:
+        srv.close()
+    assert res["asked"] == 10 and res["judged"] == 4
+    assert res["errors"] == {"unparseable": 1, "HTTP 401": 1, "not JSON": 1, "no content": 2, "timeout": 1}
+    assert res["tie"] == 1 and res["policy"] + res["reference"] == 3
+    assert res["win_rate"] == (res["policy"] + 0.5) / 4
+    assert rows[3]["llm_judge"] == "error: unparseable" and rows[4]["llm_judge"] == "error: HTTP 401"
+
+
+def test_an_unreachable_judge_gives_no_win_rate_instead_of_an_exception(monkeypatch):
+    import socket
+
+    from helpers.judge import judge_from_env, judge_pairs
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DPO_JUDGE_URL", f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("DPO_JUDGE_KEY", "sk-test")
+    res = judge_pairs(judge_from_env(timeout=2.0), _rows(5), n=5)
+    assert res == {"judged": 0, "asked": 5, "errors": {"connection": 3, "skipped (judge down)": 2}, "policy": 0,
+                   "reference": 0, "tie": 0, "win_rate": None, "win_rate_ci": None}
+
+
+# ---------------------------------------------------------------------------------------- the reward-model judge
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory):
+    """A reward model of the default judge's architecture (tiny Qwen3, one logit), random weights, built here."""
+    from helpers.infra.tinymodel import build_tiny_reward_model
+    from tests.conftest import PAIRS
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("rm") / "model", [t for x in PAIRS for t in x] * 4)
+
+
+def _convs():
+    from tests.conftest import PAIRS
+
+    return [[{"role": "user", "content": p}] for p, _, _ in PAIRS], [c for _, c, _ in PAIRS]
+
+
+def test_a_reward_model_judge_says_it_is_random_and_reads_the_whole_conversation(rm_dir, capsys):
+    from helpers.judge import judge_texts, load_judge
+
+    judge = load_judge(str(rm_dir), batch_size=4)
+    out = capsys.readouterr().out
+    assert judge.random_weights and "RANDOM WEIGHTS" in out and "meaningless" not in judge.name
+    assert judge.name == f"reward_model:{rm_dir}" and judge.parameters > 0
+    prompts, answers = _convs()
+    text = judge_texts(judge, prompts[:1], answers[:1])[0]
+    assert text == judge.tokenizer.apply_chat_template(prompts[0] + [{"role": "assistant", "content": answers[0]}],
+                                                       tokenize=False)
+    assert text.startswith("<|im_start|>user") and text.count("<|im_start|>") == 2  # nothing stripped
+    multi = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"},
+             {"role": "user", "content": "Soup?"}]
+    assert "Hello there!" in judge_texts(judge, [multi], ["Yes."])[0]
+    with pytest.raises(ValueError, match="equal length"):
+        judge_texts(judge, prompts, answers[:2])
+
+
+def test_scores_do_not_depend_on_the_batch_and_change_with_the_answer(rm_dir):
+    import numpy as np
+
+    from helpers.judge import load_judge, score
+
+    prompts, answers = _convs()
+    judge = load_judge(str(rm_dir), batch_size=4, verbose=False)
+    s = score(judge, prompts, answers, progress=False)
+    judge.batch_size = 1
+    one = score(judge, prompts, answers, progress=False)
+    np.testing.assert_allclose(s["scores"], one["scores"], atol=1e-5)  # padding never reaches the read-out token
+    assert s["truncated"] == 0 and len(s["scores"]) == len(answers) and s["tokens_per_s"] > 0
+    other = score(judge, prompts[:1], ["Something else entirely, and longer."], progress=False)["scores"][0]
+    assert abs(other - s["scores"][0]) > 1e-6
+
+
+def test_truncation_is_counted_and_cuts_from_the_left(rm_dir):
+    from helpers.judge import load_judge, score
+
+    judge = load_judge(str(rm_dir), max_length=16, verbose=False)
+    long = [[{"role": "user", "content": "tell me " * 100}]] * 2
+    s = score(judge, long, ["Short answer.", "Spiders have eight legs."], progress=False)
+    assert s["truncated"] == 2 and s["tokens"].max() == 16
+    assert s["scores"][0] != s["scores"][1]  # the answers (the end) survived the cut
+
+
+def test_out_of_memory_halves_the_batch_then_says_what_to_change(rm_dir, monkeypatch, capsys):
+    import numpy as np
+    import torch
+
+    from helpers.judge import load_judge, score
+
+    prompts, answers = _convs()
+    judge = load_judge(str(rm_dir), batch_size=8, verbose=False)
+    want = score(judge, prompts, answers, progress=False)["scores"]
+    real = judge.model.forward
+
+    def fits_two(*a, **kw):
+        if kw["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(judge.model, "forward", fits_two)
+    got = score(judge, prompts, answers, progress=False)
+    np.testing.assert_allclose(got["scores"], want, atol=1e-5)
+    assert got["batch_size"] == judge.batch_size == 2
+    out = capsys.readouterr().out
+    assert "batch size down to 4" in out and "batch size down to 2" in out
+
+    def never(*a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(judge.model, "forward", never)
+    with pytest.raises(RuntimeError, match="JUDGE_MAX_LENGTH"):
+        score(judge, prompts, answers, progress=False)
+
+
+def test_bad_judge_arguments_are_refused_before_anything_loads():
+    from helpers.judge import load_judge
+
+    for kw, match in (({"model_id": ""}, "model_id"), ({"batch_size": 0}, "batch_size"),
+                      ({"max_length": 4}, "max_length")):
+        with pytest.raises(ValueError, match=match):
+            load_judge(**{"model_id": "x/y", **kw}, verbose=False)
+
+
+def test_agreement_counts_ties_half_and_measures_the_taste_for_length():
+    from helpers.judge import agreement
+
+    a = agreement([2, 1, 0, 5], [1, 1, 3, 0], [10, 5, 20, 10], [5, 5, 10, 11])
+    assert a["n"] == 4 and a["agreement"] == (1 + 0.5 + 0 + 1) / 4
+    assert a["interval"][0] < a["agreement"] < a["interval"][1]
+    assert a["prefers_longer"] == pytest.approx(1 / 3)  # its picks: longer in pair 0, shorter in 2 and 3, 1 a tie
+    assert a["humans_prefer_longer"] == pytest.approx(2 / 3)
+    assert a["matched_n"] == 2 and a["matched_agreement"] == 0.75  # pairs 1 (5 vs 5) and 3 (10 vs 11)
+    with pytest.raises(ValueError, match="equal length"):
+        agreement([], [], [], [])
+
+
+def test_expected_time_is_arithmetic_until_a_rate_is_measured(rm_dir):
+    from helpers.judge import expected_seconds, load_judge
+
+    judge = load_judge(str(rm_dir), verbose=False)
+    prompts, answers = _convs()
+    s, why = expected_seconds(judge, prompts, answers)
+    assert s > 0 and "arithmetic, not a measurement" in why and "CPU" in why
+    s2, why2 = expected_seconds(judge, prompts, answers, measured_tokens_per_s=100.0)
+    assert "measured on this runtime" in why2 and s2 > 0
