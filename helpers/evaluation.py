@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["pair_logps", "reward_metrics", "chat_prompts", "adapters_off", "sampling", "generate",
-           "sample_responses", "sample_and_score", "measure_policy", "reference_report", "after_report"]
+           "sample_responses", "sample_and_score", "measure_policy", "reference_report", "after_report",
+           "margin_source"]
 
 
 def _batches(n: int, size: int):
@@ -210,7 +211,8 @@ def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: in
                    reward_fn=None, quality_rules: str = "real") -> dict[str, Any]:
     """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality`` with
     ``quality_rules``; ``truncated_rate``: well-formed samples cut by ``max_new_tokens``, apart) and, with
-    ``reward_fn``, the mean reward of the samples."""
+    ``reward_fn``, the mean reward of the samples with its standard error: ``reward_fn(text)``, or
+    ``reward_fn(prompts, texts)`` when it has ``conversational`` set (``helpers.judge.reward_fn``)."""
     from helpers.quality import malformed_report
 
     s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
@@ -221,8 +223,11 @@ def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: in
            "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],
            "malformed_reasons": bad["reasons"], "truncated_rate": bad["truncated_rate"], "quality_rules": quality_rules,
            "samples": s["texts"][:4]}
-    if reward_fn is not None:
-        rewards = np.asarray([reward_fn(t) for t in s["texts"]], dtype=float)
+    if reward_fn is not None:  # f(text), or f(prompts, texts) for a judge that reads the conversation
+        if getattr(reward_fn, "conversational", False):
+            rewards = np.asarray(reward_fn([p for p in prompts for _ in range(kl_samples)], s["texts"]), dtype=float)
+        else:
+            rewards = np.asarray([reward_fn(t) for t in s["texts"]], dtype=float)
         out["reward"] = float(rewards.mean())
         out["reward_sem"] = float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
     return out
@@ -257,7 +262,21 @@ def after_report(model, tokenizer, test, ref: dict, *, beta: float, max_length: 
     out["policy_prefers_chosen"] = float((pol["chosen"] > pol["rejected"]).mean())
     out["delta_logps/chosen"] = float((pol["chosen"] - ref["chosen"]).mean())
     out["delta_logps/rejected"] = float((pol["rejected"] - ref["rejected"]).mean())
-    up, down = out["delta_logps/chosen"] > 0, out["delta_logps/rejected"] < 0
-    out["margin_source"] = ("chosen up, rejected down" if up and down else "both up, chosen faster" if up
-                            else "both down, rejected faster" if down else "neither: no margin")
+    out["margin_source"] = margin_source(out["delta_logps/chosen"], out["delta_logps/rejected"])
     return out
+
+
+def margin_source(d_chosen: float, d_rejected: float) -> str:
+    """Where a held-out margin came from, in words: the sign of the margin ``d_chosen - d_rejected`` (mean changes of
+    log pi vs the reference) first, then which way each side moved. A negative margin is never described as a
+    gain, whatever the two signs."""
+    m = d_chosen - d_rejected
+    if m == 0:
+        return "no margin: both sides moved alike"
+    up, down = d_chosen > 0, d_rejected < 0
+    if m > 0:
+        return ("chosen up, rejected down" if up and down else "both up, chosen faster" if up
+                else "both down, rejected faster")
+    return ("the wrong way: chosen down, rejected up" if d_chosen < 0 < d_rejected
+            else "no margin gained: both up, rejected faster" if d_rejected > 0
+            else "no margin gained: both down, chosen faster")

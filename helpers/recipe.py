@@ -29,8 +29,8 @@ from helpers.worlds.toy_model import TOY_DPO
 
 __all__ = ["DPORecipe", "OFFLINE", "TOY", "ONPOLICY", "LR_SCHEDULERS", "RUN_IDENTITY", "SPLIT_LIMITS",
            "resolve_model", "load_lora_model", "load_data", "data_provenance", "check_lengths", "dpo_config",
-           "make_trainer", "prepare_output_dir", "train_with_resume", "save_adapter", "write_metrics", "run_recipe",
-           "toy_style"]
+           "make_trainer", "trainer_class", "unsloth_patch_warning", "prepare_output_dir", "train_with_resume",
+           "save_adapter", "write_metrics", "run_recipe", "toy_style"]
 
 TOY = "toy"  # model="toy": the toy world's tiny SFT model; data="toy": the toy world's splits
 ONPOLICY = "smollm2-onpolicy"  # data=ONPOLICY: SmolLM2's answers to the toy world's questions (helpers.worlds.onpolicy)
@@ -271,9 +271,33 @@ def make_trainer(model, tokenizer, splits: dict[str, Any], recipe: DPORecipe, *,
         trainer = DPOTrainer(model=model, args=dpo_config(recipe, **overrides), train_dataset=splits["train"],
                              eval_dataset=test, processing_class=tokenizer, callbacks=callbacks)
     drop_redundant_ref_adapter(trainer.model)
+    from helpers.infra.runtime import detect
+
+    warning = unsloth_patch_warning(model, trainer, detect(check_hub=False).device)
+    if warning:
+        print(warning)
     if trainer.args.world_size == 1:  # under DDP every rank writes into the checkpoint (its RNG state): left as is
         atomic_checkpoints(trainer)
     return trainer
+
+
+def trainer_class(trainer) -> str:
+    """``module.Class`` of the trainer that ran: ``trl...DPOTrainer``, or Unsloth's patched ``Unsloth...`` class."""
+    return f"{type(trainer).__module__}.{type(trainer).__qualname__}"
+
+
+def unsloth_patch_warning(model, trainer, device: str) -> str | None:
+    """A warning when the model came through Unsloth on a GPU but the trainer is TRL's own class: Unsloth replaces
+    ``trl.DPOTrainer`` with a patched ``Unsloth``-prefixed class on import and falls back to the plain one with only a
+    log line when it cannot. On a CPU Unsloth's fallback is plain TRL by design (``unsloth/_cpu_init.py``): None."""
+    if getattr(model, "dpo_course_backend", None) != "unsloth" or device != "cuda":
+        return None
+    name = type(trainer).__name__
+    if name.startswith("Unsloth"):
+        return None
+    return (f"WARNING: the model was loaded through Unsloth, but the trainer is {trainer_class(trainer)}, not "
+            f"Unsloth's patched class: Unsloth could not patch TRL here (its log above says why), so this run trains "
+            f"with plain TRL. Was `import unsloth` run before `import trl`/`transformers`?")
 
 
 def prepare_output_dir(recipe: DPORecipe) -> Path:
@@ -316,7 +340,8 @@ def write_metrics(recipe: DPORecipe, trainer, *, backend: str, model_source: str
 
     ``model_info``: ``helpers.models.describe_model`` of the trained model (``model``, ``model_source``,
     ``model_parameters``, ``tokenizer_vocab``); without it only ``model`` = ``model_source`` is recorded."""
-    metrics = {"backend": backend, **(model_info or {"model": model_source}), "recipe": recipe.to_dict(),
+    metrics = {"backend": backend, "trainer": trainer_class(trainer), **(model_info or {"model": model_source}),
+               "recipe": recipe.to_dict(),
                "data": data_provenance(recipe), "lengths": lengths, "global_step": trainer.state.global_step,
                "train_seconds": round(train_seconds, 2),
                "before": before, "after": after, "paths": paths, "log_history": trainer.state.log_history}

@@ -251,3 +251,24 @@ def test_short_lora_dpo_run_delivers_the_offline_promise(tmp_path, toy_sft_dir, 
     assert m["after"]["rewards/accuracies"] >= 0.9
     gain = m["after"]["chosen_style_rate"] - m["before"]["chosen_style_rate"]
     assert gain >= 0.30, (m["before"]["chosen_style_rate"], m["after"]["chosen_style_rate"])
+
+
+def test_the_trainer_class_is_named_and_a_missing_unsloth_patch_is_warned_about_on_a_gpu():
+    from types import SimpleNamespace
+
+    from helpers.recipe import trainer_class, unsloth_patch_warning
+
+    class DPOTrainer:  # TRL's own class, as Unsloth leaves it when it cannot patch
+        pass
+
+    class UnslothDPOTrainer:
+        pass
+
+    unsloth_model, plain_model = SimpleNamespace(dpo_course_backend="unsloth"), SimpleNamespace(
+        dpo_course_backend="transformers")
+    assert trainer_class(DPOTrainer()).endswith(".DPOTrainer")
+    warning = unsloth_patch_warning(unsloth_model, DPOTrainer(), "cuda")
+    assert warning and "WARNING" in warning and "DPOTrainer" in warning and "import unsloth" in warning
+    assert unsloth_patch_warning(unsloth_model, UnslothDPOTrainer(), "cuda") is None
+    assert unsloth_patch_warning(unsloth_model, DPOTrainer(), "cpu") is None  # the CPU fallback is plain TRL
+    assert unsloth_patch_warning(plain_model, DPOTrainer(), "cuda") is None

@@ -89,3 +89,5 @@ def test_runs_that_differ_only_in_training_settings_share_one_reference_measurem
     for change in ({"seed": 1}, {"max_length": 300}):  # these change what the reference's samples are
         assert reference_key(base.replace(**change), "/x/toy-sft", measure) != k, change
     assert reference_key(base, "/x/toy-sft", {**measure, "kl_prompts": 9}) != k
+
+

@@ -32,14 +32,14 @@ from pathlib import Path
 
 from helpers.course import record_metrics  # noqa: F401  (the runner merges what notebooks record)
 from helpers.infra.paths import ROOT
-from helpers.infra.quiet import NOISE
+from helpers.infra.quiet import ALL_NOISE
 
 __all__ = ["NotebookResult", "record_metrics", "run_notebook", "output_problems", "NOISE_MARKERS", "digest",
            "run_suite", "main"]
 
 # Library noise that must never reach a cell's output: what helpers.infra.quiet filters (torchao's "Failed to load",
 # torch's _pytree deprecation, bitsandbytes' optional "kernels"), plus any _pytree or bitsandbytes message at all.
-NOISE_MARKERS = tuple(dict.fromkeys([f for frags in NOISE.values() for f in frags] + ["_pytree", "bitsandbytes"]))
+NOISE_MARKERS = tuple(dict.fromkeys([f for frags in ALL_NOISE.values() for f in frags] + ["_pytree", "bitsandbytes"]))
 _WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -149,11 +149,16 @@ def digest(summary: dict) -> dict:
     out["generation"] = {"win_rate": m5.get("win_rate"), "strict_win_rate": m5.get("strict_win_rate"),
                          "malformed_rate_before": m5.get("malformed_rate_before"),
                          "malformed_rate_after": m5.get("malformed_rate_after"), "score": m5.get("score"),
-                         "tokens_before": m5.get("tokens_reference"), "tokens_after": m5.get("tokens_policy")}
+                         "tokens_before": m5.get("tokens_reference"), "tokens_after": m5.get("tokens_policy"),
+                         # online: the reward-model judge (helpers.judge) and how far it agreed with human labels
+                         "judge": m5.get("judge"), "judge_random_weights": m5.get("judge_random_weights"),
+                         "win_interval": m5.get("win_interval"), "judge_agreement": m5.get("judge_agreement"),
+                         "judge_agreement_n": m5.get("judge_agreement_n")}
     if "chosen_style_rate_before" in m5:  # offline only: the toy world's ground truth
         out["generation"]["chosen_style_rate_before"] = m5["chosen_style_rate_before"]
         out["generation"]["chosen_style_rate_after"] = m5["chosen_style_rate_after"]
-    out["beta_sweep"] = [{k: r.get(k) for k in ("beta", "heldout_accuracy", "kl", "reward", "malformed_rate")}
+    out["beta_sweep"] = [{k: r.get(k) for k in ("beta", "heldout_accuracy", "kl", "kl_sem", "reward", "reward_sem",
+                                                 "malformed_rate")}
                          for r in m4.get("beta_sweep", [])]
     # which model and tokenizer each notebook ran (helpers.models.describe_model)
     out["models"] = {name: {k: m.get(k) for k in ("model", "model_source", "model_parameters", "tokenizer_vocab")}
@@ -285,7 +290,9 @@ def _print_table(run_dir: Path, summary: dict) -> None:
     if gen.get("win_rate") is not None:
         style = (f", chosen-style rate {fmt(gen['chosen_style_rate_before'])} -> "
                  f"{fmt(gen['chosen_style_rate_after'])}" if "chosen_style_rate_before" in gen else "")
-        print(f"generation: win rate {fmt(gen['win_rate'])} ({gen.get('score')}), strict (malformed = loss) "
+        ci = gen.get("win_interval")
+        print(f"generation: win rate {fmt(gen['win_rate'])}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") +
+              f" ({gen.get('score')}), strict (malformed = loss) "
               f"{fmt(gen.get('strict_win_rate'))}; malformed answers {fmt(gen.get('malformed_rate_before'))} -> "
               f"{fmt(gen.get('malformed_rate_after'))}{style}")
     if summary.get("beta_sweep"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-__all__ = ["NOISE", "install", "progress_bars_off"]
+__all__ = ["NOISE", "LENGTH_NOISE", "ALL_NOISE", "install", "progress_bars_off"]
 
 # logger name -> message fragments to drop (seen on the pinned stack, CPU and GPU)
 NOISE: dict[str, tuple[str, ...]] = {
@@ -19,6 +19,13 @@ NOISE: dict[str, tuple[str, ...]] = {
     "torch.utils._pytree": ("is an Enum subclass",),  # torchao registers Enums the old way (a deprecation)
     "bitsandbytes.backends.cpu.ops": ("No module named 'kernels'",),  # optional HF `kernels` package
 }
+# Said once per tokenizer when a text is tokenized whole beyond model_max_length. The course does that on purpose:
+# notebook 02 measures whole HH pairs, ``check_lengths`` drops long prompts and TRL truncates to ``max_length``, each
+# reported with its counts; the online output showed it seven times, telling the learner nothing they can act on.
+LENGTH_NOISE: dict[str, tuple[str, ...]] = {
+    "transformers.tokenization_utils_base": ("Token indices sequence length is longer than",),
+}
+ALL_NOISE = {**NOISE, **LENGTH_NOISE}
 
 
 class _DropFragments(logging.Filter):
@@ -33,7 +40,7 @@ class _DropFragments(logging.Filter):
 
 def install() -> None:
     """Attach the filters (idempotent)."""
-    for name, fragments in NOISE.items():
+    for name, fragments in ALL_NOISE.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropFragments) for f in logger.filters):
             logger.addFilter(_DropFragments(fragments))
