@@ -286,3 +286,18 @@ def test_expected_time_is_arithmetic_until_a_rate_is_measured(rm_dir):
     assert s > 0 and "arithmetic, not a measurement" in why and "CPU" in why
     s2, why2 = expected_seconds(judge, prompts, answers, measured_tokens_per_s=100.0)
     assert "measured on this runtime" in why2 and s2 > 0
+
+
+def test_a_judge_the_hub_lacks_is_said_with_its_id_and_parameter_and_the_notebook_goes_on(monkeypatch, capsys):
+    import helpers.judge as J
+    from helpers.infra.hubio import HubDownloadError
+
+    def missing(model_id, **kw):
+        raise HubDownloadError(f"{model_id}: 404 Repository Not Found")
+
+    monkeypatch.setattr(J, "load_judge", missing)
+    assert J.try_load_judge("someone/other-rm", parameter="JUDGE_MODEL") is None
+    out = capsys.readouterr().out
+    assert "NO JUDGE" in out and "JUDGE_MODEL='someone/other-rm'" in out and "without judge numbers" in out
+    assert J.try_load_judge("", parameter="JUDGE_MODEL") is None
+    assert "JUDGE_MODEL is empty" in capsys.readouterr().out
