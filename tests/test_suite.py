@@ -74,8 +74,8 @@ def test_digest_holds_the_summary_keys_make_run_promises():
                "01_dpo_math_and_loss": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "model_source": "packaged",
                                         "model_parameters": 134_515_008, "tokenizer_vocab": 49152},
                "03_unsloth_lora_dpo": {"mode": "offline", "heldout_reward_accuracy": 1.0, "heldout_margin": 0.4},
-               "04_beta_sensitivity": {"beta_sweep": [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7,
-                                                       "reward": 0.4, "margin": 0.6}]},
+               "04_beta_sensitivity": {"beta_sweep": [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7, "kl_sem": 0.3,
+                                                       "reward": 0.4, "reward_sem": 0.05, "margin": 0.6}]},
                "05_before_after_generation": {"mode": "offline", "win_rate": 0.7, "chosen_style_rate_before": 0.5,
                                               "chosen_style_rate_after": 0.9, "score": "toy_reward",
                                               "strict_win_rate": 0.65, "malformed_rate_before": 0.0,
@@ -84,7 +84,9 @@ def test_digest_holds_the_summary_keys_make_run_promises():
     assert d["mode"] == "offline"
     assert d["dpo"] == {"heldout_reward_accuracy": 1.0, "heldout_margin": 0.4}
     assert d["generation"]["win_rate"] == 0.7 and d["generation"]["chosen_style_rate_after"] == 0.9
-    assert d["beta_sweep"] == [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7, "reward": 0.4, "malformed_rate": None}]
+    assert d["beta_sweep"] == [{"beta": 0.1, "heldout_accuracy": 1.0, "kl": 9.7, "kl_sem": 0.3, "reward": 0.4,
+                                "reward_sem": 0.05, "malformed_rate": None}]
+    assert d["generation"]["judge"] is None and d["generation"]["win_interval"] is None  # online fields: absent here
     assert d["generation"]["strict_win_rate"] == 0.65 and d["generation"]["malformed_rate_after"] == 0.04
     assert d["models"] == {"01_dpo_math_and_loss": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
                                                     "model_source": "packaged", "model_parameters": 134_515_008,
