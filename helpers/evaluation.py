@@ -255,13 +255,20 @@ def after_report(model, tokenizer, test, ref: dict, *, beta: float, max_length: 
     """DPO's reward metrics on held-out pairs, plus where the margin came from.
 
     ``delta_logps/chosen`` and ``delta_logps/rejected`` are mean changes of log pi relative to the reference:
-    a margin can come from raising chosen, lowering rejected, or lowering both (rejected faster).
+    a margin can come from raising chosen, lowering rejected, or lowering both (rejected faster). Each mean comes with
+    its standard error over the N held-out pairs (``..._se``; the accuracy's is binomial), so that comparisons of runs
+    can say whether a difference is beyond noise.
     """
     pol = pair_logps(model, tokenizer, test, max_length=max_length)
     out = reward_metrics(pol, ref, beta)
+    n = len(pol["chosen"])
+    se = (lambda x: float(np.std(x, ddof=1) / np.sqrt(n)) if n > 1 else 0.0)  # noqa: E731
+    acc = out["rewards/accuracies"]
+    out["rewards/accuracies_se"] = float(np.sqrt(acc * (1 - acc) / n)) if n else 0.0
     out["policy_prefers_chosen"] = float((pol["chosen"] > pol["rejected"]).mean())
-    out["delta_logps/chosen"] = float((pol["chosen"] - ref["chosen"]).mean())
-    out["delta_logps/rejected"] = float((pol["rejected"] - ref["rejected"]).mean())
+    for side in ("chosen", "rejected"):
+        d = pol[side] - ref[side]
+        out[f"delta_logps/{side}"], out[f"delta_logps/{side}_se"] = float(d.mean()), se(d)
     out["margin_source"] = margin_source(out["delta_logps/chosen"], out["delta_logps/rejected"])
     return out
 

@@ -22,7 +22,7 @@ def sweep_key(recipe, model_source: str, measure: dict) -> str:
     """sha256 (16 hex) of the recipe (without output paths), the model directory name and the measurement settings."""
     d = {k: v for k, v in recipe.to_dict().items() if k not in ("output_dir", "resume", "merge", "eval_steps",
                                                                   "save_steps", "logging_steps")}
-    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 4}, sort_keys=True)
+    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 5}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -152,7 +152,10 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                            quality_rules=quality_rules)
         row = {"beta": recipe.beta, "loss_type": recipe.loss_type, "heldout_accuracy": after["rewards/accuracies"],
                "margin": after["rewards/margins"], "delta_logps_chosen": after["delta_logps/chosen"],
-               "delta_logps_rejected": after["delta_logps/rejected"], **m, "train_seconds": round(seconds, 2),
+               "delta_logps_rejected": after["delta_logps/rejected"],
+               "heldout_accuracy_se": after["rewards/accuracies_se"],
+               "delta_logps_chosen_se": after["delta_logps/chosen_se"],
+               "delta_logps_rejected_se": after["delta_logps/rejected_se"], **m, "train_seconds": round(seconds, 2),
                "steps": trainer.state.global_step,
                "path": path + [{"step": trainer.state.global_step, **{k: m[k] for k in _PATH_KEYS if k in m}}]}
         f.write_text(json.dumps(row, indent=2) + "\n")
