@@ -8,8 +8,8 @@ the final assistant turn. ``parse_hh`` splits both into role-tagged turns and re
      "chosen":   [{"role": "assistant", "content": final chosen turn}],
      "rejected": [{"role": "assistant", "content": final rejected turn}]}
 
-Splitting at the FIRST ``"\\n\\nAssistant:"`` instead (as many tutorials do) puts every later Human turn of a
-multi-turn dialogue into the "response"; notebook 02 counts how often.
+Splitting at the FIRST ``"\\n\\nAssistant:"`` instead (one of this course's early seeds did) puts every later Human
+turn of a multi-turn dialogue into the "response"; notebook 02 counts how often.
 
 Where the rows come from (hub, file, toy world) and notebook 02's saved splits: ``helpers.worlds.splits``.
 

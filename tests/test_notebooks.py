@@ -64,8 +64,8 @@ def test_a_workshop_path_and_marked_appendices(path):
             question = c.source[c.source.index("**Predict, then run.**"):]
             assert "?" in question, f"cell {i}: a question"
             assert cells[i + 1].cell_type == "code", f"cell {i}: the answer must be the next code cell"
-    if path.stem[:2] in ("01", "03", "04"):
-        assert any("**Predict, then run.**" in c.source for c in cells if c.cell_type == "markdown")
+    assert any("**Predict, then run.**" in c.source for c in cells if c.cell_type == "markdown"), \
+        "every notebook asks at least one question to predict before the cell that answers it"
 
 
 def test_colab_cell_is_identical_everywhere():
