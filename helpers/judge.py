@@ -142,13 +142,17 @@ def judge_texts(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers
             for p, a in zip(prompts, answers, strict=True)]
 
 
+def _encode(judge: RewardJudge, prompts, answers) -> list[list[int]]:
+    """Token ids of each conversation as the judge reads it (``judge_texts``), uncut."""
+    return [judge.tokenizer(t, add_special_tokens=False)["input_ids"] for t in judge_texts(judge, prompts, answers)]
+
+
 def expected_seconds(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list[str],
                      measured_tokens_per_s: float | None = None) -> tuple[float, str]:
     """``(seconds, where the figure comes from)`` for scoring these answers (their tokens counted as ``score`` cuts
     them): this runtime's measured rate when given, else arithmetic (2 FLOPs per parameter per token at an assumed
     throughput), labelled as such."""
-    tokens = sum(min(len(judge.tokenizer(t, add_special_tokens=False)["input_ids"]), judge.max_length)
-                 for t in judge_texts(judge, prompts, answers))
+    tokens = sum(min(len(x), judge.max_length) for x in _encode(judge, prompts, answers))
     if measured_tokens_per_s:
         return tokens / measured_tokens_per_s, f"{measured_tokens_per_s:,.0f} tokens/s measured on this runtime"
     flops = _GPU_FLOPS if judge.device == "cuda" else _CPU_FLOPS
@@ -164,9 +168,8 @@ def score(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list
     is halved (and stays halved), down to one, after which a ``RuntimeError`` says what to change."""
     import torch
 
-    texts = judge_texts(judge, prompts, answers)
     tok = judge.tokenizer
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    ids = _encode(judge, prompts, answers)
     truncated = sum(len(x) > judge.max_length for x in ids)
     ids = [x[-judge.max_length:] for x in ids]  # left truncation: the reward is read at the end
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
