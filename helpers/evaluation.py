@@ -48,7 +48,7 @@ def sampling(model, tokenizer):
         model.train(was_training)
 
 
-def generate(model, tokenizer, texts: list[str], *, seed: int, **decoding):
+def generate(model, tokenizer, texts: list[str], *, seed: int, with_logps: bool = False, **decoding):
     """One seeded ``generate`` call on B prompt texts (chat template already applied), inside ``sampling``.
 
     ``torch.manual_seed(seed)`` right before generating, so the same seed gives a policy and its reference the same
@@ -56,7 +56,9 @@ def generate(model, tokenizer, texts: list[str], *, seed: int, **decoding):
     ``max_new_tokens``, ...); sampling uses the full vocabulary (``top_k=0``) unless ``top_k`` is given.
 
     Returns ``(enc, new)``: the tokenized batch (``input_ids``, ``attention_mask``: (B, P)) and the generated token
-    ids after the prompt, (B, T), padded with eos after a response ends.
+    ids after the prompt, (B, T), padded with eos after a response ends. ``with_logps``: also ``(B, T)`` fp32, the
+    log-probability of each generated token under ``model`` (log-softmax of its raw logits, before temperature or
+    top-p), which saves scoring the samples again with the model that drew them.
     """
     import torch
 
@@ -66,8 +68,15 @@ def generate(model, tokenizer, texts: list[str], *, seed: int, **decoding):
     kw = dict(decoding)
     if kw.get("do_sample"):
         kw.setdefault("top_k", 0)
+    if with_logps:
+        kw.update(return_dict_in_generate=True, output_logits=True)
     gen = model.generate(**enc, **kw, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return enc, gen[:, enc["input_ids"].shape[1]:]
+    if not with_logps:
+        return enc, gen[:, enc["input_ids"].shape[1]:]
+    new = gen.sequences[:, enc["input_ids"].shape[1]:]  # (B, T)
+    logits = torch.stack(gen.logits, dim=1).float()  # (B, T, V)
+    logps = logits.log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)  # (B, T)
+    return enc, new, logps
 
 
 def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bool = False,
@@ -161,7 +170,8 @@ def sample_responses(model, tokenizer, prompts: list[list[dict[str, str]]], *, m
 def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n_samples: int = 1,
                      max_new_tokens: int = 32, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                      batch_size: int = 32, reference: bool = False) -> dict[str, Any]:
-    """Sample responses and score the sampled tokens under the policy and the reference (adapters off).
+    """Sample responses and score the sampled tokens under the policy and the reference (adapters off): the model
+    that drew them scores them while generating (``generate(..., with_logps=True)``), the other in one forward pass.
 
     With ``temperature=1`` and ``top_p=1`` the samples come from the model itself, so
     ``mean(policy_logps - ref_logps)`` over samples of the policy is an unbiased Monte-Carlo estimate of the
@@ -182,15 +192,17 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     texts = [t for t in texts for _ in range(n_samples)]
     out: dict[str, list] = {"texts": [], "policy_logps": [], "ref_logps": [], "tokens": [], "stopped": []}
+    drawn, other = ("ref_logps", "policy_logps") if reference else ("policy_logps", "ref_logps")
     with sampling(model, tokenizer):
         for b, idx in enumerate(_batches(len(texts), batch_size)):
             with adapters_off(model, reference):
-                enc, gen = generate(model, tokenizer, [texts[i] for i in idx], seed=seed + b, do_sample=True,
-                                    temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+                enc, gen, gen_logps = generate(model, tokenizer, [texts[i] for i in idx], seed=seed + b,
+                                               with_logps=True, do_sample=True, temperature=temperature,
+                                               top_p=top_p, max_new_tokens=max_new_tokens)
             new = gen.tolist()
             seqs, n_prompt = [], []
             masks = enc["attention_mask"].tolist()
-            for row, mask, ids in zip(enc["input_ids"].tolist(), masks, new, strict=True):
+            for j, (row, mask, ids) in enumerate(zip(enc["input_ids"].tolist(), masks, new, strict=True)):
                 prompt = [t for t, m in zip(row, mask, strict=True) if m]  # drop the left padding
                 resp = ids[: ids.index(eos) + 1] if eos in ids else ids
                 seqs.append(prompt + resp)
@@ -198,31 +210,31 @@ def sample_and_score(model, tokenizer, prompts: list[list[dict[str, str]]], *, n
                 out["texts"].append(tokenizer.decode(resp, skip_special_tokens=True).strip())
                 out["tokens"].append(len(resp))
                 out["stopped"].append(eos in ids)
+                out[drawn].append(float(gen_logps[j, : len(resp)].sum()))  # the sampler's own log-probs
             input_ids, attn, labels = pad_and_mask(seqs, n_prompt, tokenizer.pad_token_id)
-            input_ids, attn, labels = input_ids.to(device), attn.to(device), labels.to(device)
-            for key, ref in (("policy_logps", False), ("ref_logps", True)):
-                with adapters_off(model, ref):
-                    logits = model(input_ids=input_ids, attention_mask=attn).logits
-                out[key] += sequence_logps(logits, labels).cpu().tolist()
+            with adapters_off(model, not reference):  # the other model scores the same tokens
+                logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device)).logits
+            out[other] += sequence_logps(logits, labels.to(device)).cpu().tolist()
     return {k: (v if k == "texts" else np.asarray(v)) for k, v in out.items()}
 
 
 def measure_policy(model, tokenizer, prompts, *, reference: bool, kl_samples: int, max_new_tokens: int, seed: int,
-                   reward_fn=None, quality_rules: str = "real") -> dict[str, Any]:
+                   reward_fn=None, quality_rules: str = "real", batch_size: int = 32) -> dict[str, Any]:
     """KL estimate (mean, standard error, sample count), the share of malformed samples (``helpers.quality`` with
     ``quality_rules``; ``truncated_rate``: well-formed samples cut by ``max_new_tokens``, apart) and, with
     ``reward_fn``, the mean reward of the samples with its standard error: ``reward_fn(text)``, or
-    ``reward_fn(prompts, texts)`` when it has ``conversational`` set (``helpers.judge.reward_fn``)."""
+    ``reward_fn(prompts, texts)`` when it has ``conversational`` set (``helpers.judge.reward_fn``). ``batch_size``:
+    answers sampled at once (the logits of a batch are ``batch_size x tokens x vocabulary``)."""
     from helpers.quality import malformed_report
 
     s = sample_and_score(model, tokenizer, prompts, n_samples=kl_samples, max_new_tokens=max_new_tokens,
-                         temperature=1.0, top_p=1.0, seed=seed, reference=reference)
+                         temperature=1.0, top_p=1.0, seed=seed, reference=reference, batch_size=batch_size)
     d = s["policy_logps"] - s["ref_logps"]
     bad = malformed_report(s["texts"], rules=quality_rules, stopped=s["stopped"].tolist())
     out = {"kl": float(d.mean()), "kl_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
            "kl_n": int(len(d)), "mean_tokens": float(s["tokens"].mean()), "malformed_rate": bad["malformed_rate"],
            "malformed_reasons": bad["reasons"], "truncated_rate": bad["truncated_rate"], "quality_rules": quality_rules,
-           "samples": s["texts"][:4]}
+           "samples": s["texts"][:4], "malformed_examples": bad["examples"]}
     if reward_fn is not None:  # f(text), or f(prompts, texts) for a judge that reads the conversation
         if getattr(reward_fn, "conversational", False):
             rewards = np.asarray(reward_fn([p for p in prompts for _ in range(kl_samples)], s["texts"]), dtype=float)

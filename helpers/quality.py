@@ -103,7 +103,8 @@ def is_malformed(text: str, *, rules: str = "real") -> bool:
 
 
 def malformed_report(texts: Iterable[str], *, rules: str = "real", stopped: Sequence[bool] | None = None) -> dict:
-    """``{"n", "malformed", "malformed_rate", "reasons": {reason: count}, "rules"}`` over ``texts``; with ``stopped``
+    """``{"n", "malformed", "malformed_rate", "reasons": {reason: count}, "examples", "rules"}`` over ``texts``
+    (``examples``: the first four flagged texts, ``[text, reason]`` each); with ``stopped``
     (per text: did generation end at the end-of-turn token?) also ``truncated``/``truncated_rate``: well-formed
     answers that ran out of tokens, reported apart from the broken ones."""
     texts = list(texts)  # one pass: a generator is consumed once
@@ -111,7 +112,7 @@ def malformed_report(texts: Iterable[str], *, rules: str = "real", stopped: Sequ
     reasons = Counter(r for r in found if r is not None)
     n, bad = len(found), sum(reasons.values())
     out = {"n": n, "malformed": bad, "malformed_rate": bad / n if n else float("nan"), "reasons": dict(reasons),
-           "rules": rules}
+           "examples": [[t, r] for t, r in zip(texts, found, strict=True) if r is not None][:4], "rules": rules}
     if stopped is not None:
         if len(stopped) != n:
             raise ValueError(f"stopped must have one flag per text ({n}), got {len(stopped)}")

@@ -153,13 +153,14 @@ def resolve_model(recipe: DPORecipe) -> str:
     return recipe.model
 
 
-def load_lora_model(recipe: DPORecipe, source: str):
-    """``helpers.models.load_model`` with the recipe's backend, precision, length and LoRA settings."""
+def load_lora_model(recipe: DPORecipe, source: str, *, verbose: bool = True):
+    """``helpers.models.load_model`` with the recipe's backend, precision, length and LoRA settings; ``verbose``
+    prints where the model came from."""
     from helpers.models import load_model
 
     use = {"auto": "auto", "unsloth": True, "transformers": False}[recipe.backend]
     return load_model(source, use_unsloth=use, load_in_4bit=recipe.load_in_4bit, max_seq_length=recipe.max_length,
-                      lora=recipe.lora(), seed=recipe.seed, verbose=True)
+                      lora=recipe.lora(), seed=recipe.seed, verbose=verbose)
 
 
 # What a rebuild of notebook 02's splits reads when 02 has not run (a new Colab runtime): 02's own default limits,

@@ -2,10 +2,13 @@
 
 One step: tokenize each pair exactly as TRL does (``helpers.data.tokenize_pair``), stack the chosen rows and then
 the rejected rows into one right-padded batch ``(2B, T)`` with the prompt masked out of the labels, run the policy
-(LoRA on) and the reference (the same model with adapters off, no gradient), sum the completion log-probs
-(``helpers.logprobs.sequence_logps``), apply ``helpers.losses.dpo_loss``, take an optimiser step.
+(LoRA on), sum the completion log-probs (``helpers.logprobs.sequence_logps``), apply ``helpers.losses.dpo_loss``
+against the reference's log-probs (the same model with adapters off, no gradient), take the optimiser step that
+``transformers.Trainer`` takes (``trl_optimizer``, ``dpo_update``: AdamW, gradient clipping, the lr schedule).
 ``trl_loss_on_batch`` asks TRL's own ``DPOTrainer.compute_loss`` for the loss of the same pairs, so the two can be
-compared number for number. No ML library is imported at module import time.
+compared number for number; ``helpers.sweep.replay_trl_steps`` replays TRL's first training steps through
+``dpo_update``. Notebook 04's offline sweep trains with this loop: no Trainer set-up per run, and the reference
+computed once instead of every step. No ML library is imported at module import time.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collate_pairs", "pair_batch_logps", "scratch_dpo_loss", "train_dpo_from_scratch", "trl_loss_on_batch",
-           "perturb_lora"]
+__all__ = ["collate_pairs", "collate_tokenized", "pair_batch_logps", "scratch_dpo_loss", "trl_optimizer", "dpo_update",
+           "prepare_pairs", "train_dpo_from_scratch", "trl_loss_on_batch", "perturb_lora"]
 
 
 def collate_pairs(rows: list[dict], tokenizer, *, max_length: int | None = None) -> dict[str, Any]:
@@ -24,14 +27,20 @@ def collate_pairs(rows: list[dict], tokenizer, *, max_length: int | None = None)
     -100 on prompt and padding tokens.
     """
     from helpers.data import tokenize_pair
-    from helpers.logprobs import pad_and_mask
 
     if not rows:
         raise ValueError("rows must hold at least one preference pair, got an empty list")
-    toks = [tokenize_pair(ex, tokenizer) for ex in rows]
+    return collate_tokenized([tokenize_pair(ex, tokenizer) for ex in rows], tokenizer.pad_token_id,
+                             max_length=max_length)
+
+
+def collate_tokenized(toks: list[dict], pad_token_id: int, *, max_length: int | None = None) -> dict[str, Any]:
+    """``collate_pairs`` of pairs already tokenized (``helpers.data.tokenize_pair``: prompt/chosen/rejected ids)."""
+    from helpers.logprobs import pad_and_mask
+
     seqs = [t["prompt_ids"] + t["chosen_ids"] for t in toks] + [t["prompt_ids"] + t["rejected_ids"] for t in toks]
     n_prompt = [len(t["prompt_ids"]) for t in toks] * 2
-    input_ids, attention_mask, labels = pad_and_mask(seqs, n_prompt, tokenizer.pad_token_id, max_length=max_length)
+    input_ids, attention_mask, labels = pad_and_mask(seqs, n_prompt, pad_token_id, max_length=max_length)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -66,6 +75,55 @@ def scratch_dpo_loss(model, batch: dict[str, Any], *, beta: float = 0.1, **loss_
     return dpo_loss(pc, pr, rc, rr, beta=beta, **loss_kwargs)
 
 
+def trl_optimizer(params, *, learning_rate: float, steps: int, lr_scheduler: str = "constant", warmup_steps: int = 0,
+                  weight_decay: float = 0.0):
+    """The optimiser and schedule that transformers' ``Trainer`` builds by default (5.17: ``optim="adamw_torch_fused"``,
+    betas (0.9, 0.999), eps 1e-8, ``weight_decay`` 0; ``get_scheduler(lr_scheduler, warmup_steps, steps)``)."""
+    import torch
+    from transformers import get_scheduler
+
+    opt = torch.optim.AdamW(params, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay,
+                            fused=True)
+    return opt, get_scheduler(lr_scheduler, opt, num_warmup_steps=warmup_steps, num_training_steps=steps)
+
+
+def dpo_update(model, opt, sched, batch: dict[str, Any], ref_chosen, ref_rejected, *, beta: float,
+               loss_type: str = "sigmoid", max_grad_norm: float | None = 1.0) -> dict[str, float]:
+    """One optimiser step on a ``collate_pairs`` batch, in ``Trainer``'s order: loss, backward, clip the gradient
+    norm to ``max_grad_norm``, step, schedule. ``ref_chosen``, ``ref_rejected``: the reference's ``(B,)`` log-probs."""
+    import torch
+
+    from helpers.losses import dpo_loss
+
+    pc, pr = pair_batch_logps(model, batch)  # (B,), (B,) with gradient
+    out = dpo_loss(pc, pr, ref_chosen.to(pc), ref_rejected.to(pr), beta=beta, loss_type=loss_type)
+    loss = out.losses.mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], max_grad_norm)
+    lr = opt.param_groups[0]["lr"]
+    opt.step()
+    sched.step()
+    return {"loss": loss.item(), "lr": lr,
+            "accuracy": (out.chosen_rewards > out.rejected_rewards).float().mean().item(),
+            "margin": (out.chosen_rewards - out.rejected_rewards).mean().item()}
+
+
+def prepare_pairs(model, tokenizer, rows: list[dict], *, max_length: int | None = None) -> dict[str, Any]:
+    """What every step reuses: each pair tokenized (``toks``) and the reference's summed log-probs
+    (``ref_chosen``, ``ref_rejected``: ``(N,)`` fp32 tensors; ``model`` with its adapters off, no gradient)."""
+    import torch
+
+    from helpers.data import tokenize_pair
+    from helpers.evaluation import pair_logps
+
+    ref = pair_logps(model, tokenizer, rows, reference=True, max_length=max_length, batch_size=64)
+    return {"toks": [tokenize_pair(ex, tokenizer) for ex in rows],
+            "ref_chosen": torch.as_tensor(ref["chosen"], dtype=torch.float32),
+            "ref_rejected": torch.as_tensor(ref["rejected"], dtype=torch.float32)}
+
+
 def train_dpo_from_scratch(
     model,
     tokenizer,
@@ -77,13 +135,24 @@ def train_dpo_from_scratch(
     learning_rate: float = 5e-4,
     seed: int = 0,
     max_length: int | None = None,
+    loss_type: str = "sigmoid",
+    lr_scheduler: str = "constant",
+    warmup_steps: int = 0,
+    max_grad_norm: float | None = 1.0,
+    on_step=None,
+    prepared: dict[str, Any] | None = None,
     log_every: int = 5,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Minimise the DPO loss on random mini-batches of ``rows`` with AdamW on the trainable (LoRA) parameters.
+    """Minimise the DPO loss on mini-batches of ``rows`` with the optimiser ``Trainer`` builds (``trl_optimizer``).
 
-    Returns one record per step: ``{"step", "loss", "accuracy", "margin"}`` (batch means; accuracy = share of
-    pairs with chosen reward > rejected reward, as TRL logs it). Prints every ``log_every`` steps.
+    The reference never changes, so its log-probs are computed once, before the first step (adapters off, no
+    gradient), as TRL's ``precompute_ref_log_probs=True`` does. Batches: consecutive slices of a seeded random
+    permutation of ``rows``, a new permutation each epoch. ``on_step(step)`` runs after every step (measurements
+    along training). ``prepared``: ``prepare_pairs(model, tokenizer, rows, ...)`` computed once and shared by runs
+    from the same reference (a sweep). Returns one record per step: ``{"step", "loss", "lr", "accuracy", "margin"}``
+    (batch means; accuracy = share of pairs with chosen reward > rejected reward, as TRL logs it). Prints every
+    ``log_every`` steps.
     """
     import torch
 
@@ -96,23 +165,25 @@ def train_dpo_from_scratch(
     if not hasattr(model, "disable_adapter"):
         raise ValueError("model must be a LoRA (peft) model: its reference is the same model with adapters off "
                          "(load it with helpers.models.load_model(..., lora=LoraSettings()))")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=learning_rate)
-    gen = torch.Generator().manual_seed(seed)
+    prep = prepared or prepare_pairs(model, tokenizer, rows, max_length=max_length)
+    if len(prep["toks"]) != len(rows):
+        raise ValueError(f"prepared holds {len(prep['toks'])} pairs but rows {len(rows)}: prepare the same rows")
+    toks, ref_c, ref_r = prep["toks"], prep["ref_chosen"], prep["ref_rejected"]
+    opt, sched = trl_optimizer([p for p in model.parameters() if p.requires_grad], learning_rate=learning_rate,
+                               steps=steps, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps)
+    gen, order = torch.Generator().manual_seed(seed), []
     model.train()
     history = []
     for step in range(1, steps + 1):
-        idx = torch.randperm(len(rows), generator=gen)[:batch_size].tolist()
-        batch = collate_pairs([rows[i] for i in idx], tokenizer, max_length=max_length)
-        out = scratch_dpo_loss(model, batch, beta=beta)
-        loss = out.losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rec = {"step": step, "loss": loss.item(),
-               "accuracy": (out.chosen_rewards > out.rejected_rewards).float().mean().item(),
-               "margin": (out.chosen_rewards - out.rejected_rewards).mean().item()}
+        while len(order) < batch_size:  # next epoch: a new permutation
+            order += torch.randperm(len(rows), generator=gen).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        batch = collate_tokenized([toks[i] for i in idx], tokenizer.pad_token_id, max_length=max_length)
+        rec = {"step": step, **dpo_update(model, opt, sched, batch, ref_c[idx], ref_r[idx], beta=beta,
+                                          loss_type=loss_type, max_grad_norm=max_grad_norm)}
         history.append(rec)
+        if on_step is not None:
+            on_step(step)
         if progress and (step % log_every == 0 or step == 1):
             print(f"step {step:3d}  loss {rec['loss']:.4f}  accuracy {rec['accuracy']:.2f}  "
                   f"margin {rec['margin']:+.3f}")

@@ -79,7 +79,8 @@ def test_real_hh_chosen_answers_are_flagged_at_most_2_percent(shared_hh_path):
 def test_report_counts_by_reason_truncation_apart_and_rejects_bad_input():
     rep = malformed_report(["Fine.", "", "cut mid", "!"], stopped=[True, True, False, True])
     assert rep == {"n": 4, "malformed": 2, "malformed_rate": 0.5, "reasons": {"empty": 1, "no_letters": 1},
-                   "rules": "real", "truncated": 1, "truncated_rate": 0.25}
+                   "examples": [["", "empty"], ["!", "no_letters"]], "rules": "real", "truncated": 1,
+                   "truncated_rate": 0.25}
     assert malformed_report(t for t in ["Fine.", "", "cut mid", "!"])["malformed"] == 2  # a generator is counted too
     with pytest.raises(ValueError, match="string"):
         malformed_reason(None)

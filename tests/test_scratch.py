@@ -61,3 +61,20 @@ def test_bad_arguments_raise(toy_sft_dir, toy):
         train_dpo_from_scratch(model, tok, rows, steps=1, batch_size=2)
     with pytest.raises(ValueError, match="rows"):
         collate_pairs([], tok)
+
+
+def test_the_loop_calls_on_step_uses_the_schedule_and_checks_prepared(toy_sft_dir, toy):
+    from helpers.scratch import prepare_pairs
+
+    model, tok = load_model(toy_sft_dir, use_unsloth=False, lora=LoraSettings(r=4, alpha=8), seed=0)
+    rows = list(toy["train"])[:12]
+    seen = []
+    hist = train_dpo_from_scratch(model, tok, rows, steps=6, batch_size=4, learning_rate=1e-3, warmup_steps=2,
+                                  lr_scheduler="linear", on_step=seen.append, progress=False)
+    assert seen == [1, 2, 3, 4, 5, 6] and [h["step"] for h in hist] == seen
+    lrs = [h["lr"] for h in hist]
+    assert lrs[0] == 0.0 and lrs[2] == pytest.approx(1e-3) and lrs[-1] < lrs[2]  # warm-up, then linear decay
+    prep = prepare_pairs(model, tok, rows[:5])
+    assert prep["ref_chosen"].shape == (5,) and len(prep["toks"]) == 5
+    with pytest.raises(ValueError, match="prepared"):
+        train_dpo_from_scratch(model, tok, rows, steps=1, batch_size=2, prepared=prep, progress=False)

@@ -46,7 +46,8 @@ def test_sweep_measures_each_setting_and_caches_it(tmp_path, toy_sft_dir):
         # measured along training: the checkpoint at step 2, then the end (the row's own numbers)
         assert [p["step"] for p in r["path"]] == [2, 3] and r["path"][-1]["kl"] == r["kl"]
         assert all({"kl", "kl_sem", "reward", "malformed_rate"} <= set(p) for p in r["path"])
-    assert first["reference"]["kl"] == 0.0 and "reward" in first["reference"] and "malformed_rate" in first["reference"]
+    ref = first["reference"]
+    assert abs(ref["kl"]) < 1e-5 and "reward" in ref and "malformed_rate" in ref
     with pytest.raises(ValueError, match="checkpoints"):
         run_sweep(base, grid, splits, **{**kw, "checkpoints": (0,)})
     again = run_sweep(base, grid, splits, **kw)
@@ -91,3 +92,54 @@ def test_runs_that_differ_only_in_training_settings_share_one_reference_measurem
     assert reference_key(base, "/x/toy-sft", {**measure, "kl_prompts": 9}) != k
 
 
+
+
+def test_scratch_loop_sweep_measures_along_training_and_refuses_what_it_cannot_train(tmp_path, toy_sft_dir):
+    base = DPORecipe(**{**OFFLINE, "output_dir": str(tmp_path / "runs"), "max_steps": 4, "batch_size": 4,
+                        "sft_weight": 0.0, "backend": "transformers"})
+    splits = resolve_hh(TOY, limit=40, test_limit=12).data
+    kw = dict(cache_dir=tmp_path / "cache", kl_prompts=4, kl_samples=3, max_new_tokens=8, reward_fn=toy_reward,
+              checkpoints=(2,), progress=False, loop="scratch", path_samples=1, sample_batch_size=5)
+    res = run_sweep(base, [{"beta": 0.5}, {"beta": 5.0}], splits, **kw)
+    for r in res["rows"]:
+        assert r["loop"] == "scratch" and r["steps"] == 4 and r["kl_n"] == 12 and not r["cached"]
+        assert [p["step"] for p in r["path"]] == [2, 4] and r["path"][-1]["kl"] == r["kl"]
+        assert "seconds" not in r["path"][0] and r["train_seconds"] > 0
+    assert res["rows"][0]["kl"] != res["rows"][1]["kl"]  # beta reached the loop
+    assert res["measure"]["path_samples"] == 1 and res["measure"]["loop"] == "scratch"
+    # the loop is part of what a cached row depends on; the reference measurement is not
+    trl = run_sweep(base, [{"beta": 0.5}], splits, **{**kw, "loop": "trl"})
+    assert trl["rows"][0]["loop"] == "trl" and not trl["rows"][0]["cached"]
+    assert trl["reference"] == res["reference"] and len(list((tmp_path / "cache").glob("reference-*.json"))) == 1
+    with pytest.raises(ValueError, match="sft_weight"):
+        run_sweep(base.replace(sft_weight=0.5), [{"beta": 0.5}], splits, **kw)
+    with pytest.raises(ValueError, match="loop"):
+        run_sweep(base, [{"beta": 0.5}], splits, **{**kw, "loop": "adam"})
+    with pytest.raises(ValueError, match="path_samples"):
+        run_sweep(base, [{"beta": 0.5}], splits, **{**kw, "path_samples": 0})
+
+
+def test_replayed_trl_steps_are_the_scratch_loops_steps_and_the_check_can_fail(tmp_path, toy_sft_dir, monkeypatch):
+    """TRL's first steps, replayed through helpers.scratch.dpo_update, give the same losses and weights; with a
+    different optimiser setting (weight decay) the same check reports a difference."""
+    import helpers.scratch as scratch
+    from helpers.sweep import replay_trl_steps
+
+    base = DPORecipe(**{**OFFLINE, "output_dir": str(tmp_path / "runs"), "max_steps": 20, "batch_size": 4,
+                        "sft_weight": 0.0, "backend": "transformers", "warmup_steps": 2, "beta": 0.5})
+    splits = resolve_hh(TOY, limit=40, test_limit=12).data
+    r = replay_trl_steps(base, splits, steps=5, output_dir=tmp_path / "a")
+    assert r["steps"] == 5 and r["trainable"] > 0 and r["max_abs_weight_change"] > 1e-4
+    assert r["trl_losses"][0] == pytest.approx(np.log(2), abs=1e-6)  # a fresh adapter: policy == reference
+    assert r["trl_losses"][-1] < r["trl_losses"][0] - 1e-4  # it trained
+    np.testing.assert_allclose(r["scratch_losses"], r["trl_losses"], atol=1e-6)
+    assert r["max_abs_weight_diff"] <= 1e-3 * r["max_abs_weight_change"]
+
+    real = scratch.trl_optimizer
+    monkeypatch.setattr(scratch, "trl_optimizer", lambda params, **kw: real(params, **{**kw, "weight_decay": 0.5}))
+    off = replay_trl_steps(base, splits, steps=5, output_dir=tmp_path / "b")
+    assert off["max_abs_weight_diff"] > 1e-3 * off["max_abs_weight_change"], off
+    with pytest.raises(ValueError, match="steps"):
+        replay_trl_steps(base, splits, steps=21, output_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="sft_weight"):
+        replay_trl_steps(base.replace(sft_weight=1.0), splits, steps=2, output_dir=tmp_path / "c")
