@@ -233,15 +233,19 @@ class LocalHub:
 
     ``hub.endpoint`` is the ``HF_ENDPOINT`` to use; ``hub.env(hf_home)`` the whole client environment;
     ``hub.stop()`` ends it (also on exit, Ctrl-C or an exception inside the block). ``port=None``: a free port.
+    ``extra_models``: more model repositories to serve, ``{"owner/name": folder}`` (tests: a run-ahead
+    repository); committed into this server's working folder, never into the shared ``root``.
     """
 
     def __init__(self, root: str | Path | None = None, *, port: int | None = None,
-                 rows_file: str | Path | None = None, startup_timeout: float = 60.0):
+                 rows_file: str | Path | None = None, startup_timeout: float = 60.0,
+                 extra_models: dict[str, str | Path] | None = None):
         self.root = build_repos(root, rows_file=rows_file or os.environ.get("DPO_HUB_ROWS") or SHARED_HH)
         self.info: dict[str, Any] = json.loads((self.root / "hub.json").read_text())
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
+        self.extra_models = dict(extra_models or {})
         self.proc: subprocess.Popen | None = None
         self._workdir: Path | None = None
         self.note = (f"the course's local test hub at {self.endpoint}: {MODEL_REPO} = the packaged GGUF dequantised "
@@ -253,12 +257,20 @@ class LocalHub:
         closed = free_port()  # olah's upstream: a loopback port nothing listens on, so nothing can leave
         repos = workdir / "repos"
         shutil.copytree(self.root / "repos", repos)  # olah writes into its cache folder: a copy per server
+        mirrors = [self.root / "mirrors"]
+        if self.extra_models:
+            extra = workdir / "extra-mirrors"
+            for repo_id, folder in self.extra_models.items():
+                d = extra / "models" / repo_id
+                shutil.copytree(folder, d)
+                _seed_olah_cache(repos, "models", repo_id, _commit_repo(d, f"{repo_id}: served for this run"))
+            mirrors.append(extra)
         cfg = workdir / "olah.toml"
         cfg.write_text(
             "[basic]\n"
             f'host = "127.0.0.1"\nport = {self.port}\n'
             f'repos-path = "{repos}"\n'
-            f'mirrors-path = ["{self.root / "mirrors"}"]\n'
+            "mirrors-path = [" + ", ".join(f'"{m}"' for m in mirrors) + "]\n"
             f'hf-scheme = "http"\nhf-netloc = "127.0.0.1:{closed}"\nhf-lfs-netloc = "127.0.0.1:{closed}"\n'
             f'mirror-scheme = "http"\nmirror-netloc = "127.0.0.1:{self.port}"\n'
             f'mirror-lfs-netloc = "127.0.0.1:{self.port}"\n'
