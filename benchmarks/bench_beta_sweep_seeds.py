@@ -1,0 +1,112 @@
+"""Notebook 04's offline beta sweep at several seeds: how much of what it shows is one run's luck.
+
+Reads the sweep's settings from notebook 04's parameters cell (no copy of them here), trains the whole grid at each
+seed with the same loop and measurement, and prints per beta: KL, ground-truth reward and malformed rate, each with
+its spread over seeds; then, per seed, whether the notebook's offline checks hold (at least 4 well-formed runs, KL
+not rising with beta by more than 1 s.e., largest/smallest KL >= 5, extremes > 3 combined s.e. apart).
+The seed changes the LoRA initialisation, the batch order and the sampling stream.
+
+Writes ``benchmarks/results/beta_sweep_seeds.json``.
+
+    python benchmarks/bench_beta_sweep_seeds.py [SEED ...]     # default 0 1 2; ~1 min per seed on 2 cores
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+OUT = ROOT / "benchmarks" / "results" / "beta_sweep_seeds.json"
+
+
+def notebook_parameters() -> dict:
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "04_beta_sensitivity.ipynb", as_version=4)
+    params: dict = {}
+    exec(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source, params)
+    return params
+
+
+def checks(rows: list[dict], ref: dict, malformed_ok: float) -> dict:
+    from helpers.quality import excess_rate
+
+    def healthy(r):
+        e, se = excess_rate(r["malformed_rate"], r["kl_n"], ref["malformed_rate"], ref["kl_n"])
+        return e <= malformed_ok + 2 * se
+
+    hs = sorted((r for r in rows if healthy(r)), key=lambda r: r["beta"])
+    out = {"well_formed_betas": [r["beta"] for r in hs]}
+    if len(hs) >= 2:
+        lo, hi = hs[0], hs[-1]
+        out.update(kl_ratio=lo["kl"] / max(hi["kl"], 1e-9),
+                   separation_se=(lo["kl"] - hi["kl"]) / float(np.hypot(lo["kl_sem"], hi["kl_sem"])),
+                   rises=[[a["beta"], b["beta"]] for a, b in zip(hs, hs[1:], strict=False)
+                          if b["kl"] - a["kl"] > np.hypot(a["kl_sem"], b["kl_sem"])],
+                   max_reward_sem=max(r["reward_sem"] for r in rows))
+        out["holds"] = bool(len(hs) >= 4 and not out["rises"] and out["kl_ratio"] >= 5 and out["separation_se"] > 3
+                            and out["max_reward_sem"] <= 0.05)
+    return out
+
+
+def main(seeds: list[int]) -> None:
+    from helpers.evaluation import chat_prompts  # noqa: F401  (imports torch once, before the clock)
+    from helpers.models import load_tokenizer
+    from helpers.recipe import OFFLINE, DPORecipe, check_lengths, load_data, resolve_model
+    from helpers.sweep import run_sweep
+    from helpers.worlds.toy import toy_reward
+
+    p = notebook_parameters()
+    per_seed = {}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        base = DPORecipe(output_dir="unused", seed=seed).replace(**{**OFFLINE, **p["OFFLINE_SWEEP"]})
+        data = load_data(base)
+        tok, _ = load_tokenizer(resolve_model(base), verbose=False)
+        splits, _ = check_lengths(base, tok, data)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_sweep(base, [{"beta": b} for b in p["OFFLINE_BETAS"]], splits, cache_dir=tmp,
+                            kl_prompts=p["OFFLINE_KL_PROMPTS"], kl_samples=p["OFFLINE_KL_SAMPLES"],
+                            max_new_tokens=p["OFFLINE_MAX_NEW_TOKENS"], reward_fn=toy_reward,
+                            checkpoints=p["OFFLINE_CHECKPOINTS"], quality_rules="toy", loop=p["OFFLINE_LOOP"],
+                            path_samples=p["OFFLINE_PATH_SAMPLES"], sample_batch_size=p["OFFLINE_SAMPLE_BATCH"],
+                            progress=False)
+        keep = ("beta", "kl", "kl_sem", "reward", "reward_sem", "malformed_rate", "delta_logps_chosen", "kl_n")
+        rows = [{k: r[k] for k in keep} for r in res["rows"]]
+        ref = {k: res["reference"][k] for k in ("reward", "reward_sem", "malformed_rate", "kl_n")}
+        per_seed[seed] = {"rows": rows, "reference": ref, "checks": checks(rows, ref, p["MALFORMED_OK"]),
+                          "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"seed {seed}: {per_seed[seed]['seconds']} s; " + ", ".join(
+            f"β={r['beta']:g} KL {r['kl']:.3f}±{r['kl_sem']:.3f} reward {r['reward']:.2f} malformed "
+            f"{r['malformed_rate']:.1%}" for r in rows) + f"; checks {per_seed[seed]['checks']}", flush=True)
+    spread = {}
+    for i, b in enumerate(p["OFFLINE_BETAS"]):
+        spread[str(b)] = {k: {"mean": float(np.mean(v := [per_seed[s]["rows"][i][k] for s in seeds])),
+                              "min": float(min(v)), "max": float(max(v))}
+                          for k in ("kl", "reward", "malformed_rate")}
+    print("\nover seeds " + " ".join(map(str, seeds)) + " (mean [min, max]):")
+    for b, d in spread.items():
+        print(f"  β={float(b):g}: " + "; ".join(f"{k} {v['mean']:.3f} [{v['min']:.3f}, {v['max']:.3f}]"
+                                              for k, v in d.items()))
+    held = [s for s in seeds if per_seed[s]["checks"].get("holds")]
+    print(f"the notebook's offline checks hold at seeds {held} of {seeds}")
+    OUT.write_text(json.dumps({"date": str(date.today()), "machine": platform.platform(), "cores": os.cpu_count(),
+                               "settings": {k: p[k] for k in ("OFFLINE_SWEEP", "OFFLINE_BETAS", "OFFLINE_LOOP",
+                                                              "OFFLINE_KL_SAMPLES", "OFFLINE_CHECKPOINTS")},
+                               "seeds": per_seed, "spread": spread, "checks_hold_at": held}, indent=2) + "\n")
+    print(f"-> {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [0, 1, 2])
