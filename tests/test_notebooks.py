@@ -96,3 +96,38 @@ def test_notebook02_counts_equal_independent_counts(tmp_path, shared_hh_path, mo
 @pytest.fixture(scope="module")
 def real_rows_raw(shared_hh_path):
     return [json.loads(line) for line in shared_hh_path.read_text().splitlines() if line.strip()]
+
+
+def test_every_title_states_its_main_paths_minutes_from_the_schedule():
+    """The title cell's "Workshop path (about N minutes" is helpers.course.schedule's arithmetic for that notebook's
+    main path, so a notebook whose main path grows must say so (or move the new part to an appendix)."""
+    import re
+
+    from helpers.course.schedule import MAIN_PATH, main_path_minutes, stated_minutes
+
+    for name in MAIN_PATH:
+        title = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4).cells[0].source
+        m = re.search(r"Workshop path \(about (\d+) minutes", title)
+        assert m and int(m.group(1)) == stated_minutes(name), (name, m and m.group(0), stated_minutes(name))
+        assert main_path_minutes(name)["code_cells"] >= 3, name  # the parser found the sections
+    with pytest.raises(ValueError, match="name"):
+        main_path_minutes("06_missing")
+
+
+def test_instructors_md_quotes_the_schedules_arithmetic():
+    """INSTRUCTORS.md's main-path table and plan totals are helpers.course.schedule's numbers, not typed-in ones."""
+    import re
+
+    from helpers.course.schedule import MAIN_PATH, PLANS, main_path_minutes, plan_minutes, stated_minutes
+
+    text = (NOTEBOOKS[0].parents[1] / "INSTRUCTORS.md").read_text()
+    for name in MAIN_PATH:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name[:2]} "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        m = main_path_minutes(name)
+        assert (int(cells[2]), int(cells[3])) == (m["words"], m["code_cells"]), (name, cells)
+        assert re.match(rf"{stated_minutes(name)}\b", cells[4]), (name, cells[4])
+    for plan, heading in (("3 hours", "## The 3-hour plan"), ("90 minutes", "## The 90-minute plan")):
+        total = round(sum(x for _, x in plan_minutes(plan)))
+        assert f"{heading} ({total} min of arithmetic" in text, (plan, total)
+    assert set(PLANS) == {"3 hours", "90 minutes"} and "RUN_AHEAD" in text
