@@ -122,3 +122,25 @@ def test_only_rank_0_of_a_distributed_run_takes_the_lock(tmp_path, monkeypatch):
     prepare_output_dir(_recipe(out))
     assert json.loads(lock.lock_path(out).read_text())["pid"] == os.getpid()
     lock.release(out)
+
+
+def test_rerunning_a_finished_run_trains_no_further_step(four_steps, tmp_path):
+    """A rerun of a run that already reached max_steps (notebook 03 executed twice, nbmake in one checkout) used to
+    train one step more (checkpoint-5 of a max_steps=4 run; the third rerun was then refused). It must end where the
+    first run ended: the same step, the same adapter weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from helpers.recipe import run_recipe
+
+    out = tmp_path / "run"
+    shutil.copytree(four_steps, out)
+    res = run_recipe(_recipe(out), verbose=False)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert res["global_step"] == 4
+    first = load_file(four_steps / "adapter" / "adapter_model.safetensors")
+    again = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert first.keys() == again.keys() and all((first[k] == again[k]).all() for k in first)
+    run_recipe(_recipe(out), verbose=False)  # and a third time: neither refused nor a step further
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 4

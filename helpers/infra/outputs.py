@@ -171,6 +171,8 @@ def train_with_resume(trainer, output_dir: str | Path, *, resume: bool = True, m
         if 0 < max_steps < step:
             raise ValueError(f"max_steps={max_steps} but {ckpt} is already at step {step}: the run would "
                              f"continue past max_steps. Use max_steps >= {step}, another output_dir, or resume=False.")
+        if step == max_steps:  # transformers 5.17 would take one step more (its loop steps, then checks max_steps)
+            return _load_finished(trainer, ckpt, step)
         if not Path(ckpt, "optimizer.pt").exists():
             print(f"NOTE: {ckpt} has no optimizer.pt: resuming with a fresh Adam state (and learning-rate "
                   f"schedule state if scheduler.pt is missing too), so the steps after {step} will differ from an "
@@ -184,6 +186,20 @@ def train_with_resume(trainer, output_dir: str | Path, *, resume: bool = True, m
             trainer._save_checkpoint(trainer.model, trial=None)  # the Trainer's own full checkpoint (model+optim)
         print(f"interrupted at step {step}; checkpoint saved in {output_dir}. Rerun to resume.")
         raise
+
+
+def _load_finished(trainer, ckpt: str, step: int):
+    """A run already at ``max_steps``: load its checkpoint's weights and trainer state instead of training (resuming
+    there, ``Trainer.train`` in transformers 5.17 runs one more optimizer step before it checks ``max_steps``).
+    Returns a ``TrainOutput`` like ``trainer.train`` does."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(ckpt)
+    trainer.state = TrainerState.load_from_json(str(Path(ckpt, "trainer_state.json")))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    print(f"{ckpt} is already at max_steps={step}: its weights are loaded, nothing is left to train")
+    return TrainOutput(step, sum(losses) / len(losses) if losses else float("nan"), {})
 
 
 def stop_after(k: int):
