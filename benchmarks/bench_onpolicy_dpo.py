@@ -97,7 +97,7 @@ def run(name: str, cfg: dict, reference_cache: dict) -> dict:
     from helpers.evaluation import after_report, reference_report
     from helpers.infra.smollm2 import MODEL_ID
     from helpers.recipe import ONPOLICY, DPORecipe, check_lengths, load_lora_model, make_trainer
-    from helpers.worlds.onpolicy import split_questions
+    from helpers.worlds.onpolicy import clustered_change, split_questions
 
     t = {"start": time.perf_counter()}
     r = DPORecipe(model=MODEL_ID, data=ONPOLICY, output_dir=f"/tmp/bench_onpolicy_{name}", backend="transformers",
@@ -132,6 +132,7 @@ def run(name: str, cfg: dict, reference_cache: dict) -> dict:
                                             "delta_logps/rejected", "margin_source")},
             "policy": pol, "pass_rate_change": pol["pass_rate"] - refs["pass_rate"],
             "pass_rate_change_se": _se_diff(pol["pass_rate"], pol["n"], refs["pass_rate"], refs["n"]),
+            "pass_rate_change_se_clustered": clustered_change(refs, pol)[1],  # paired by question
             "quality_change": pol["quality"]["malformed_rate"] - refs["quality"]["malformed_rate"],
             "seconds": secs, "seconds_notebook03_parts": round(nb, 1)}
 
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"unknown settings {bad}; known: {list(GRID)}")
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     cache: dict = {}
-    if old.get("reference") and argv:
+    if old.get("reference", {}).get("per_question") and argv:  # a stored reference without them is measured again
         cache["reference"] = old["reference"]
     rows = {r["name"]: r for r in old.get("runs", [])} if argv else {}
     for name in names:

@@ -80,6 +80,24 @@ def test_pairs_are_a_passing_sample_against_a_failing_one_of_the_same_question()
     rate = pass_rate([q], samples)
     assert rate["pass_rate"] == pytest.approx(2 / 5) and rate["n"] == 5 and rate["se"] > 0
     assert rate["fails"] == {"wrong": 1, "misses the answer": 1, "malformed": 1}
+    assert rate["per_question"] == [2] and rate["se_clustered"] == 0.0  # one question: no spread between questions
+
+
+def test_clustered_change_pairs_questions_and_is_wider_when_samples_cluster():
+    from helpers.worlds.onpolicy import clustered_change
+
+    # 4 questions x 4 samples; each question's samples all agree (fully clustered)
+    ref = {"n": 16, "pass_rate": 0.25, "per_question": [0, 0, 0, 4]}
+    pol = {"n": 16, "pass_rate": 0.5, "per_question": [4, 0, 0, 4]}
+    change, se = clustered_change(ref, pol)
+    assert change == pytest.approx(0.25)
+    assert se == pytest.approx(0.25)  # changes (1, 0, 0, 0): sd 0.5 over 4 questions
+    naive = ((0.5 * 0.5 / 16) + (0.25 * 0.75 / 16)) ** 0.5
+    assert se > 1.5 * naive  # 16 samples of 4 questions carry the information of about 4
+    with pytest.raises(ValueError, match="per_question"):
+        clustered_change({"n": 16}, pol)
+    with pytest.raises(ValueError, match="per_question"):
+        clustered_change(ref, {**pol, "per_question": [4, 0, 0]})
 
 
 def test_the_shipped_files_are_consistent_with_the_check():

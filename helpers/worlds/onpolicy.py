@@ -32,7 +32,8 @@ from helpers.infra.paths import DATA_DIR
 from helpers.worlds.toy import CAPITALS, COLORS, NUMBERS, OPPOSITES, SOUNDS
 
 __all__ = ["Question", "questions", "split_questions", "check_answer", "CHECK_LINE", "sample_answers", "evaluate",
-           "make_pairs", "build", "benchmark_verdicts", "load_onpolicy", "manifest", "pass_rate", "DECODING", "FILES"]
+           "make_pairs", "build", "benchmark_verdicts", "load_onpolicy", "manifest", "pass_rate", "clustered_change",
+           "DECODING", "FILES"]
 
 FILES = {"train": "smollm2_onpolicy_train.jsonl", "test": "smollm2_onpolicy_test.jsonl",
          "manifest": "smollm2_onpolicy.json"}
@@ -213,7 +214,29 @@ def pass_rate(qs: list[Question], samples: list[list[tuple[str, bool]]]) -> dict
     kinds = {k: sum(c is None for kk, c in checks if kk == k) / sum(kk == k for kk, _ in checks)
              for k in dict.fromkeys(k for k, _ in checks)}
     reasons = Counter(c.split(":")[0] for _, c in checks if c)
-    return {"n": n, "pass_rate": p, "se": math.sqrt(p * (1 - p) / n), "per_kind": kinds, "fails": dict(reasons)}
+    per_q = [sum(check_answer(q, t, stopped=st) is None for t, st in ss) for q, ss in zip(qs, samples, strict=True)]
+    shares = [c / len(ss) for c, ss in zip(per_q, samples, strict=True) if ss]
+    m = sum(shares) / len(shares)
+    se_q = math.sqrt(sum((x - m) ** 2 for x in shares) / (len(shares) - 1) / len(shares)) if len(shares) > 1 else 0.0
+    return {"n": n, "pass_rate": p, "se": math.sqrt(p * (1 - p) / n), "per_kind": kinds, "fails": dict(reasons),
+            "per_question": per_q, "se_clustered": se_q}
+
+
+def clustered_change(reference: dict[str, Any], policy: dict[str, Any]) -> tuple[float, float]:
+    """``(change, its standard error)`` of the pass rate from ``reference`` to ``policy`` (``pass_rate`` results on
+    the same questions, the same number of samples each), paired and clustered by question: the samples of one
+    question are not independent, and both sides answer the same questions. The mean over questions of the change
+    in each question's pass share, and the standard error of that mean."""
+    import math
+
+    a, b = reference.get("per_question"), policy.get("per_question")
+    if not a or not b or len(a) != len(b):
+        raise ValueError("reference and policy must carry per_question counts of the same questions "
+                         f"(got {len(a or [])} and {len(b or [])})")
+    k_a, k_b = reference["n"] / len(a), policy["n"] / len(b)
+    d = [y / k_b - x / k_a for x, y in zip(a, b, strict=True)]
+    m = sum(d) / len(d)
+    return m, math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) if len(d) > 1 else 0.0
 
 
 def evaluate(model, tokenizer, qs: list[Question], *, n_samples: int = 4, reference: bool = False, seed: int = 0,
@@ -352,7 +375,9 @@ BUDGET_S = 75.0  # ... with notebook 03's parts inside its 90 s (about 15 s go t
 
 def benchmark_verdicts(results: dict[str, Any], *, goal: float = GOAL_POINTS, budget_s: float = BUDGET_S
                        ) -> list[dict[str, Any]]:
-    """Per run of ``benchmarks/results/onpolicy_smollm2_cpu_dpo.json``: the pass-rate change with its standard error,
+    """Per run of ``benchmarks/results/onpolicy_smollm2_cpu_dpo.json``: the pass-rate change with its standard error
+    (``se``: samples as independent; ``se_clustered``: paired by question, ``clustered_change``, None in results
+    stored before it existed),
     whether it reaches ``goal``, whether the malformed rate stayed within two standard errors of the reference's
     (``helpers.quality.excess_rate``), and whether notebook 03's parts of it fit ``budget_s``; ``meets`` = all three."""
     from helpers.quality import excess_rate
@@ -363,6 +388,7 @@ def benchmark_verdicts(results: dict[str, Any], *, goal: float = GOAL_POINTS, bu
         ex, se = excess_rate(r["policy"]["quality"]["malformed_rate"], r["policy"]["quality"]["n"],
                              ref["quality"]["malformed_rate"], ref["quality"]["n"])
         v = {"name": r["name"], "pairs": r["pairs"], "change": r["pass_rate_change"], "se": r["pass_rate_change_se"],
+             "se_clustered": r.get("pass_rate_change_se_clustered"),
              "reaches_goal": r["pass_rate_change"] >= goal, "quality_ok": ex <= 2 * se,
              "fits": r["seconds_notebook03_parts"] <= budget_s, "seconds": r["seconds_notebook03_parts"]}
         v["meets"] = v["reaches_goal"] and v["quality_ok"] and v["fits"]
