@@ -5,12 +5,13 @@
 2. ``smollm2_reference``: the packaged SmolLM2-135M-Instruct (no training) answering real HH prompts with notebook
    05's online decoding (T 0.7, top-p 0.9, 128 new tokens): its malformed rate, reasons, truncated rate (cut by the
    token cap, reported apart) and examples. This is the reference every run is compared with.
-3. ``toy_overoptimised``: notebook 04's over-optimised toy-world run (lr 4e-4, 60 steps, beta 0.1), measured under the
+3. ``toy_overoptimised``: notebook 04's offline over-optimised run (read from its parameters cell), measured under the
    toy rules (it must still be flagged) and under the real-text rules.
 
 Writes ``benchmarks/results/quality_calibration.json``; notebooks 04 and 05 print it (``helpers.quality.calibration``).
 
     python benchmarks/bench_quality_calibration.py      # ~9 min on 2 cores (SmolLM2 writes 64 x 128 tokens)
+    python benchmarks/bench_quality_calibration.py toy  # only part 3 again (~1 min), the rest kept
 """
 
 from __future__ import annotations
@@ -65,27 +66,37 @@ def smollm2_part(pairs) -> dict:
 
 
 def toy_part() -> dict:
+    """Notebook 04's offline over-optimised run (its parameters cell: OFFLINE_SWEEP + OFFLINE_OVEROPT, its loop and
+    measurement), measured under the toy rules and the real-text rules."""
+    import nbformat
+
     from helpers.models import load_tokenizer
     from helpers.recipe import OFFLINE, DPORecipe, check_lengths, resolve_model
     from helpers.sweep import run_sweep
     from helpers.worlds.splits import TOY, resolve_hh
     from helpers.worlds.toy import toy_reward
 
-    base = DPORecipe(**{**OFFLINE, "learning_rate": 4e-4, "max_steps": 60, "batch_size": 8, "sft_weight": 0.0,
-                        "backend": "transformers", "beta": 0.1})  # notebook 04's OFFLINE_SWEEP + OVEROPT
+    nb = nbformat.read(ROOT / "notebooks" / "04_beta_sensitivity.ipynb", as_version=4)
+    p: dict = {}
+    exec(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source, p)
+    base = DPORecipe(**{**OFFLINE, **p["OFFLINE_SWEEP"]})
     tok, _ = load_tokenizer(resolve_model(base), verbose=False)
     splits, _ = check_lengths(base, tok, resolve_hh(TOY).data)
-    out = {"recipe": {k: getattr(base, k) for k in ("learning_rate", "max_steps", "batch_size", "beta")}}
+    point = p["OFFLINE_OVEROPT"]
+    out = {"recipe": {k: getattr(base.replace(**point), k) for k in ("learning_rate", "max_steps", "batch_size",
+                                                                      "beta")}, "loop": p["OFFLINE_LOOP"]}
     with tempfile.TemporaryDirectory() as cache:
         for rules in ("toy", "real"):
-            res = run_sweep(base.replace(output_dir=str(Path(cache) / "runs")), [{"beta": 0.1}], splits,
-                            cache_dir=cache, kl_prompts=48, kl_samples=2, max_new_tokens=32, reward_fn=toy_reward,
-                            progress=False, quality_rules=rules)
+            res = run_sweep(base.replace(output_dir=str(Path(cache) / "runs")), [point], splits, cache_dir=cache,
+                            kl_prompts=p["OFFLINE_KL_PROMPTS"], kl_samples=p["OFFLINE_KL_SAMPLES"],
+                            max_new_tokens=p["OFFLINE_MAX_NEW_TOKENS"], reward_fn=toy_reward, progress=False,
+                            quality_rules=rules, loop=p["OFFLINE_LOOP"], checkpoints=p["OFFLINE_CHECKPOINTS"],
+                            path_samples=p["OFFLINE_PATH_SAMPLES"], sample_batch_size=p["OFFLINE_SAMPLE_BATCH"])
             row, ref = res["rows"][0], res["reference"]
             out[rules] = {"run": {k: row[k] for k in ("malformed_rate", "malformed_reasons", "truncated_rate", "kl",
                                                       "reward", "kl_n")},
                           "reference": {k: ref[k] for k in ("malformed_rate", "malformed_reasons", "truncated_rate")},
-                          "samples": row["samples"]}
+                          "samples": row["samples"], "malformed_examples": row["malformed_examples"]}
     return out
 
 
@@ -103,9 +114,13 @@ def main() -> int:
         except HHFormatError as e:
             dropped[e.reason] += 1
     t0 = time.perf_counter()
-    res = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-           "command": "python benchmarks/bench_quality_calibration.py", "source": SHARED.name,
-           "hh": hh_part(pairs), "smollm2_reference": smollm2_part(pairs), "toy_overoptimised": toy_part()}
+    if sys.argv[1:] == ["toy"] and OUT.exists():  # only the toy part again (after notebook 04's settings changed)
+        res = {**json.loads(OUT.read_text()), "toy_overoptimised": toy_part(),
+               "toy_date": date.today().isoformat()}
+    else:
+        res = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+               "command": "python benchmarks/bench_quality_calibration.py", "source": SHARED.name,
+               "hh": hh_part(pairs), "smollm2_reference": smollm2_part(pairs), "toy_overoptimised": toy_part()}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     OUT.write_text(json.dumps(res, indent=2) + "\n")
     h, s, t = res["hh"], res["smollm2_reference"], res["toy_overoptimised"]

@@ -159,7 +159,9 @@ def calibration(root: str | None = None) -> str:
         f"  SmolLM2-135M-Instruct untrained, {s['prompts']} HH prompts, T={s['decoding']['temperature']}, "
         f"{s['decoding']['max_new_tokens']} tokens: malformed {s['real']['malformed_rate']:.1%} "
         f"{s['real']['reasons'] or ''}, truncated (cut by the cap, not malformed) {s['real']['truncated_rate']:.1%}",
-        f"  toy world's over-optimised run (lr {t['recipe']['learning_rate']:g}): toy rules flag "
+        f"  toy world's over-optimised run (notebook 04 offline, {c.get('toy_date', c['date'])}: beta "
+        f"{t['recipe']['beta']:g}, lr {t['recipe']['learning_rate']:g}, {t['recipe']['max_steps']} steps of "
+        f"{t['recipe']['batch_size']}): toy rules flag "
         f"{t['toy']['run']['malformed_rate']:.0%} (its reference {t['toy']['reference']['malformed_rate']:.0%}); "
         f"real-text rules {t['real']['run']['malformed_rate']:.0%}",
     ] + _real_overoptimised(path.parents[2] / PILOT_FILE) + _real_collapsed(path.parents[2] / ONPOLICY_FILE))

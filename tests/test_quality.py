@@ -106,7 +106,10 @@ def test_the_calibration_the_notebooks_print_holds_its_goals():
     c = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/quality_calibration.json").read_text())
     assert c["hh"]["chosen"]["real"]["malformed_rate"] <= 0.02
     t = c["toy_overoptimised"]["toy"]
-    assert t["run"]["malformed_rate"] >= 0.5 > t["reference"]["malformed_rate"]  # still flagged by the toy rules
+    # notebook 04's over-optimised run is still caught by the toy rules, by 04's own criterion (MALFORMED_OK = 5%)
+    run, n = t["run"], t["run"]["kl_n"]
+    e, se = excess_rate(run["malformed_rate"], n, t["reference"]["malformed_rate"], n)
+    assert e > 0.05 + 2 * se, (e, se)
     text = calibration()
     assert "chosen" in text and "SmolLM2" in text and "over-optimised" in text
 
