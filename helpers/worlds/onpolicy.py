@@ -201,12 +201,22 @@ def sample_answers(model, tokenizer, qs: list[Question], *, n: int = N_SAMPLES, 
     return out
 
 
+def _mean_se(xs: list[float]) -> tuple[float, float]:
+    """Mean of ``xs`` and its standard error (sample standard deviation / sqrt(n); 0 for a single value)."""
+    import math
+
+    m = sum(xs) / len(xs)
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
+
+
 def pass_rate(qs: list[Question], samples: list[list[tuple[str, bool]]]) -> dict[str, Any]:
-    """Share of samples passing ``check_answer`` with its standard error, the reasons of the failures, and per kind."""
+    """Share of samples passing ``check_answer`` with its standard error, the reasons of the failures, and per kind;
+    ``per_question``: passing samples per question, and ``se_clustered``, the standard error over questions."""
     import math
     from collections import Counter
 
-    checks = [(q.kind, check_answer(q, t, stopped=s)) for q, ss in zip(qs, samples, strict=True) for t, s in ss]
+    per_q = [[check_answer(q, t, stopped=s) for t, s in ss] for q, ss in zip(qs, samples, strict=True)]
+    checks = [(q.kind, c) for q, cs in zip(qs, per_q, strict=True) for c in cs]
     if not checks:
         raise ValueError("samples must hold at least one answer")
     n = len(checks)
@@ -214,12 +224,10 @@ def pass_rate(qs: list[Question], samples: list[list[tuple[str, bool]]]) -> dict
     kinds = {k: sum(c is None for kk, c in checks if kk == k) / sum(kk == k for kk, _ in checks)
              for k in dict.fromkeys(k for k, _ in checks)}
     reasons = Counter(c.split(":")[0] for _, c in checks if c)
-    per_q = [sum(check_answer(q, t, stopped=st) is None for t, st in ss) for q, ss in zip(qs, samples, strict=True)]
-    shares = [c / len(ss) for c, ss in zip(per_q, samples, strict=True) if ss]
-    m = sum(shares) / len(shares)
-    se_q = math.sqrt(sum((x - m) ** 2 for x in shares) / (len(shares) - 1) / len(shares)) if len(shares) > 1 else 0.0
+    passes = [sum(c is None for c in cs) for cs in per_q]
+    _, se_q = _mean_se([x / len(cs) for x, cs in zip(passes, per_q, strict=True) if cs])
     return {"n": n, "pass_rate": p, "se": math.sqrt(p * (1 - p) / n), "per_kind": kinds, "fails": dict(reasons),
-            "per_question": per_q, "se_clustered": se_q}
+            "per_question": passes, "se_clustered": se_q}
 
 
 def clustered_change(reference: dict[str, Any], policy: dict[str, Any]) -> tuple[float, float]:
@@ -227,16 +235,12 @@ def clustered_change(reference: dict[str, Any], policy: dict[str, Any]) -> tuple
     the same questions, the same number of samples each), paired and clustered by question: the samples of one
     question are not independent, and both sides answer the same questions. The mean over questions of the change
     in each question's pass share, and the standard error of that mean."""
-    import math
-
     a, b = reference.get("per_question"), policy.get("per_question")
     if not a or not b or len(a) != len(b):
         raise ValueError("reference and policy must carry per_question counts of the same questions "
                          f"(got {len(a or [])} and {len(b or [])})")
     k_a, k_b = reference["n"] / len(a), policy["n"] / len(b)
-    d = [y / k_b - x / k_a for x, y in zip(a, b, strict=True)]
-    m = sum(d) / len(d)
-    return m, math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) if len(d) > 1 else 0.0
+    return _mean_se([y / k_b - x / k_a for x, y in zip(a, b, strict=True)])
 
 
 def evaluate(model, tokenizer, qs: list[Question], *, n_samples: int = 4, reference: bool = False, seed: int = 0,
