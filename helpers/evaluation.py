@@ -74,8 +74,8 @@ def generate(model, tokenizer, texts: list[str], *, seed: int, with_logps: bool 
     if not with_logps:
         return enc, gen[:, enc["input_ids"].shape[1]:]
     new = gen.sequences[:, enc["input_ids"].shape[1]:]  # (B, T)
-    logits = torch.stack(gen.logits, dim=1).float()  # (B, T, V)
-    logps = logits.log_softmax(-1).gather(-1, new[..., None]).squeeze(-1)  # (B, T)
+    logps = torch.stack([step.float().log_softmax(-1).gather(-1, new[:, t, None]).squeeze(-1)  # (B,) per step:
+                         for t, step in enumerate(gen.logits)], dim=1)  # no (B, T, V) copy of the logits
     return enc, new, logps
 
 
