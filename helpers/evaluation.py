@@ -80,13 +80,14 @@ def generate(model, tokenizer, texts: list[str], *, seed: int, with_logps: bool 
 
 
 def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bool = False,
-               max_length: int | None = None) -> dict[str, np.ndarray]:
+               max_length: int | None = None, tokenized: list[dict] | None = None) -> dict[str, np.ndarray]:
     """Summed completion log-probs of every pair.
 
     Args:
         dataset: conversational pairs (prompt/chosen/rejected message lists), N rows.
         reference: evaluate the reference policy (LoRA adapters disabled).
         max_length: truncate prompt+completion like ``DPOConfig.max_length`` with ``keep_start``.
+        tokenized: ``dataset`` already tokenized (``helpers.data.tokenize_pair`` of each row), not done again.
 
     Returns:
         ``{"chosen": (N,), "rejected": (N,), "chosen_tokens": (N,), "rejected_tokens": (N,)}`` numpy arrays.
@@ -100,7 +101,7 @@ def pair_logps(model, tokenizer, dataset, *, batch_size: int = 16, reference: bo
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
-    toks = [tokenize_pair(ex, tokenizer) for ex in dataset]
+    toks = tokenized if tokenized is not None else [tokenize_pair(ex, tokenizer) for ex in dataset]
     out: dict[str, list] = {"chosen": [], "rejected": [], "chosen_tokens": [], "rejected_tokens": []}
     was_training = model.training
     model.eval()

@@ -118,8 +118,9 @@ def prepare_pairs(model, tokenizer, rows: list[dict], *, max_length: int | None 
     from helpers.data import tokenize_pair
     from helpers.evaluation import pair_logps
 
-    ref = pair_logps(model, tokenizer, rows, reference=True, max_length=max_length, batch_size=64)
-    return {"toks": [tokenize_pair(ex, tokenizer) for ex in rows],
+    toks = [tokenize_pair(ex, tokenizer) for ex in rows]
+    ref = pair_logps(model, tokenizer, rows, reference=True, max_length=max_length, batch_size=64, tokenized=toks)
+    return {"toks": toks,
             "ref_chosen": torch.as_tensor(ref["chosen"], dtype=torch.float32),
             "ref_rejected": torch.as_tensor(ref["rejected"], dtype=torch.float32)}
 
