@@ -19,10 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_merged", "push_to_hub", "REPO_ID", "trained_adapter"]
+__all__ = ["save_merged", "push_to_hub", "REPO_ID", "is_hub_id", "trained_adapter"]
 
 REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]{1,96}$")  # "name" (under the token's user) or "owner/name"
 _DTYPES = ("float16", "bfloat16", "float32")
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """``source`` names a hub repository (``owner/name``) rather than a folder: no such folder here, one slash,
+    not a relative path (``./x``, ``../x``)."""
+    name = str(source)
+    return (not Path(source).exists() and name.count("/") == 1 and bool(REPO_ID.match(name))
+            and not name.startswith("."))
 
 
 def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | Path, *,
@@ -105,7 +113,7 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
         if (adapter / "adapter_config.json").exists() and (p / "metrics.json").exists():
             return adapter, json.loads((p / "metrics.json").read_text())
     name = str(train_dir)
-    if not p.exists() and name.count("/") == 1 and REPO_ID.match(name) and not name.startswith("."):
+    if is_hub_id(name):
         from huggingface_hub import snapshot_download
 
         from helpers.infra.runtime import require_hub

@@ -67,9 +67,9 @@ def _local(source: str | Path) -> Path:
     if p.exists():
         return p
     name = str(source)
-    from helpers.course.export import REPO_ID
+    from helpers.course.export import is_hub_id
 
-    if name.count("/") != 1 or not REPO_ID.match(name) or name.startswith("."):
+    if not is_hub_id(name):
         raise FileNotFoundError(f"RUN_AHEAD={name!r} is neither a folder on this disk nor a hub repository id "
                                 "('owner/name')")
     from huggingface_hub import snapshot_download
