@@ -38,28 +38,28 @@ MAIN_PATH: dict[str, tuple[str, ...]] = {
 # each. With RUN_AHEAD set, 04 reads the instructor's sweep and 05 the instructor's adapter: 0 here.
 GPU_MINUTES: dict[str, float] = {"03_unsloth_lora_dpo": 7.5, "04_beta_sensitivity": 15.1}
 
-# Each plan: (what, notebook or None, sections or None for the whole main path, in-session GPU work?)
-PLANS: dict[str, list[tuple[str, str | None, tuple[str, ...] | None, bool]]] = {
+# Each plan: (what, notebook name or fixed minutes, sections or None for the whole main path, in-session GPU work?)
+WELCOME, BREAK, QUESTIONS = "welcome; open the notebooks on Colab; T4 runtime", "break", "questions"
+PLANS: dict[str, list[tuple[str, str | float, tuple[str, ...] | None, bool]]] = {
     "3 hours": [
-        ("welcome; open the notebooks on Colab; T4 runtime", None, None, False),
+        (WELCOME, 10, None, False),
         ("01 the math", "01_dpo_math_and_loss", None, False),
-        ("break", None, None, False),
+        (BREAK, 10, None, False),
         ("02 the data", "02_hh_rlhf_formatting", None, False),
         ("03 training (attendees train; PERSIST = True)", "03_unsloth_lora_dpo", None, True),
-        ("break", None, None, False),
+        (BREAK, 10, None, False),
         ("04 beta (RUN_AHEAD: the instructor's sweep)", "04_beta_sensitivity", None, False),
         ("05 before/after (the attendee's adapter from Drive)", "05_before_after_generation", None, False),
-        ("questions", None, None, False),
+        (QUESTIONS, 10, None, False),
     ],
     "90 minutes": [
-        ("welcome; open the notebooks on Colab; T4 runtime", None, None, False),
+        (WELCOME, 10, None, False),
         ("01 the math, §1-§3", "01_dpo_math_and_loss", ("1", "2", "3"), False),
         ("03 training (attendees train)", "03_unsloth_lora_dpo", None, True),
         ("04 beta (RUN_AHEAD), §1-§3b", "04_beta_sensitivity", ("1", "2", "3", "3b"), False),
         ("05 before/after (RUN_AHEAD: the instructor's adapter)", "05_before_after_generation", None, False),
     ],
 }
-_FIXED = {"welcome; open the notebooks on Colab; T4 runtime": 10, "break": 10, "questions": 10}
 
 
 def _cells(name: str) -> list:
@@ -105,8 +105,8 @@ def plan_minutes(plan: str) -> list[tuple[str, float]]:
     """``[(what, minutes)]`` of one of ``PLANS``, each notebook slot by ``main_path_minutes``."""
     if plan not in PLANS:
         raise ValueError(f"plan must be one of {sorted(PLANS)}, got {plan!r}")
-    return [(what, _FIXED[what] if name is None else main_path_minutes(name, sections, gpu=gpu)["minutes"])
-            for what, name, sections, gpu in PLANS[plan]]
+    return [(what, float(slot) if isinstance(slot, (int, float)) else
+             main_path_minutes(slot, sections, gpu=gpu)["minutes"]) for what, slot, sections, gpu in PLANS[plan]]
 
 
 def main() -> int:
