@@ -15,7 +15,8 @@ compare     reference vs policy answers side by side: win rates with intervals, 
 
 worlds/     where pairs and reference models come from: splits (hub / file / toy), toy, toy_model, onpolicy
 infra/      the floor: paths, runtime, quiet, checks, colab, lock, outputs, hubio, smollm2, tinymodel
-course/     the machinery: suite (make run), nbexec, hub (local hub), cli, estimate, export, plots, publish,
+course/     the machinery: suite (make run), nbexec, hub (local hub), cli, estimate, export (merged, hub, GGUF),
+            gguf (llama.cpp's converter, GGUF headers, the Ollama Modelfile), plots, publish,
             runahead (a workshop's run-ahead), schedule (main paths, the workshop plans);
             ``helpers.course`` is what notebooks import of it (banner, quick, persist_path, record_metrics)
 

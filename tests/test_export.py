@@ -82,6 +82,25 @@ def test_merged_model_reloads_with_the_log_probs_of_adapter_on_base(trained, tmp
     assert max(abs(base[s] - want[s]).max() for s in ("chosen", "rejected")) > 10 * tol, "the adapter changed nothing"
 
 
+def test_merged_export_never_deletes_a_folder_it_did_not_make_and_replaces_its_own(trained, tmp_path):
+    """Issue 35: save_merged(out_dir=<the run's own output folder>) deleted the adapter, checkpoints and metrics."""
+    out, (adapter, metrics) = trained
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ValueError, match=r"not an earlier merged export.*nothing was written or deleted"):
+        save_merged(adapter, metrics["model"], out, dtype="float32")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    mine = tmp_path / "merged"
+    save_merged(adapter, metrics["model"], mine, dtype="float32")
+    save_merged(adapter, metrics["model"], mine, dtype="float16")  # its own earlier export: replaced
+    assert json.loads((mine / "config.json").read_text())["dtype"] == "float16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"], "nothing set aside is left behind"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a learner's file")
+    with pytest.raises(ValueError, match="not an earlier merged export"):
+        save_merged(adapter, metrics["model"], tmp_path / "notes")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "a learner's file"
+
+
 class _FakeHub:
     """Stands in for huggingface_hub.HfApi: records calls, creates nothing."""
 

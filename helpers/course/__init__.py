@@ -8,6 +8,7 @@ suite     the headless runner behind ``make run`` / ``make run-online``     nbex
 hub       the local hub on 127.0.0.1 the online track runs against       cli       ``python -m helpers.course.cli``
 estimate  T4 arithmetic, GPU measurements, expected times, the pilot rule export    merged model, hub push, adapter pull
 plots     training curves                                                 publish   Colab badges and install cell
+gguf      llama.cpp's converter (own folder), GGUF headers, Ollama Modelfile (export.export_gguf is the pipeline)
 """
 
 from __future__ import annotations

