@@ -18,11 +18,14 @@ def _stderr(code: str) -> str:
 
 @pytest.mark.subprocess
 def test_helpers_drops_the_known_noise_and_only_that():
-    fragments = [f for frags in NOISE.values() for f in frags]
     loud = _stderr(IMPORTS)
-    assert all(f in loud for f in fragments), loud[-2000:]  # the noise exists on this stack (the test can fail)
+    # Which noise a machine prints depends on its CPU: on an AMD EPYC machine (2026-12-07) bitsandbytes printed no
+    # "No module named 'kernels'", while torchao's messages showed. The control asks for at least one known fragment
+    # (so the test can fail), and every fragment it shows must be gone once helpers is imported.
+    present = [f for frags in NOISE.values() for f in frags if f in loud]
+    assert present, loud[-2000:]
     quiet = _stderr("import helpers; " + IMPORTS + "; import logging; logging.getLogger('torchao').warning('kept')")
-    assert not any(f in quiet for f in fragments), quiet[-2000:]
+    assert not any(f in quiet for f in present), quiet[-2000:]
     assert "kept" in quiet  # other messages of the same logger still show
 
 
