@@ -23,6 +23,21 @@ __all__ = ["token_logps", "sequence_logps", "pad_and_mask", "naive_sequence_logp
 CHUNK_ELEMENTS = 1 << 23  # elements of logits processed at once (32 MB in fp32)
 
 
+# The readable version first; the lean one (the same numbers, a fraction of the memory) after it.
+def naive_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """The readable recipe, ``(B,)``: summed log-probs of the labelled tokens, ``log_softmax(logits).gather(labels)``.
+
+    ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` with ``ignore_index`` on prompt and padding. ``logits[:, t]``
+    predicts ``labels[:, t + 1]``. ``sequence_logps`` below computes the same numbers without this version's second
+    ``(B, T-1, V)`` tensor, which autograd keeps for the backward pass (tests/test_logprobs.py checks they agree).
+    """
+    lab = labels[:, 1:]  # (B, T-1): the token each position predicts
+    mask = lab != ignore_index  # (B, T-1): completion tokens only
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)  # (B, T-1, V): the copy the lean version avoids
+    per_tok = logp.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1)  # (B, T-1)
+    return (per_tok * mask).sum(-1)  # (B,)
+
+
 def _rows_per_chunk(vocab: int) -> int:
     return max(1, CHUNK_ELEMENTS // vocab)
 
@@ -162,17 +177,6 @@ def pad_and_mask(
         labels[i, n_prompt : len(ids)] = input_ids[i, n_prompt : len(ids)]
         attention_mask[i, : len(ids)] = 1
     return input_ids, attention_mask, labels
-
-
-def naive_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """The tutorial recipe ``log_softmax(logits).gather(labels)``: same result as ``sequence_logps``, ``(B,)``.
-
-    Kept for comparison only: it materialises a second ``(B, T-1, V)`` tensor that autograd keeps for backward.
-    """
-    lab = labels[:, 1:]
-    mask = lab != ignore_index
-    per_tok = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1)
-    return (per_tok * mask).sum(-1)
 
 
 def saved_for_backward_bytes(fn, logits: torch.Tensor, labels: torch.Tensor) -> int:

@@ -23,6 +23,81 @@ from helpers.infra.checks import number
 
 __all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight", "chosen_push"]
 
+
+# The loss first (the lesson); what it returns, its relatives, the table of variants and the checks below.
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> DPOLossOutput:
+    """Per-pair DPO-family loss.
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: ``(B,)`` summed log pi(y|x) of the policy.
+        ref_chosen_logps, ref_rejected_logps: ``(B,)`` the same under the frozen reference.
+        beta: > 0. Strength of the KL anchor to the reference: larger beta = policy stays closer to pi_ref.
+        loss_type: one of ``LOSS_TYPES``.
+        label_smoothing: in [0, 0.5): assumed rate of flipped labels (``sigmoid`` = cDPO, ``robust``).
+        chosen_lengths, rejected_lengths: ``(B,)`` completion token counts; required by ``ipo`` and
+            ``sigmoid_norm``, which use per-token averaged log-ratios (as TRL does).
+
+    Returns:
+        ``DPOLossOutput(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; rewards are detached.
+    """
+    beta, label_smoothing = _check(
+        {
+            "policy_chosen_logps": policy_chosen_logps,
+            "policy_rejected_logps": policy_rejected_logps,
+            "ref_chosen_logps": ref_chosen_logps,
+            "ref_rejected_logps": ref_rejected_logps,
+        },
+        beta,
+        loss_type,
+        label_smoothing,
+        chosen_lengths,
+        rejected_lengths,
+    )
+    # fp16/bf16 log-probs are upcast: summed log-probs are large (-100s) and their differences small, which half
+    # precision cannot hold (fp16 spacing at 300 is 0.25): the loss would be wrong without a word.
+    up = lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
+    policy_chosen_logps, policy_rejected_logps = up(policy_chosen_logps), up(policy_rejected_logps)
+    ref_chosen_logps, ref_rejected_logps = up(ref_chosen_logps), up(ref_rejected_logps)
+    h_w = policy_chosen_logps - ref_chosen_logps  # (B,)
+    h_l = policy_rejected_logps - ref_rejected_logps  # (B,)
+    h = h_w - h_l  # (B,)
+    ls = float(label_smoothing)
+
+    if loss_type == "sigmoid":
+        losses = -(1 - ls) * F.logsigmoid(beta * h) - ls * F.logsigmoid(-beta * h)
+    elif loss_type == "robust":
+        losses = (-(1 - ls) * F.logsigmoid(beta * h) + ls * F.logsigmoid(-beta * h)) / (1 - 2 * ls)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * h)
+    elif loss_type in ("ipo", "sigmoid_norm"):
+        h_avg = h_w / chosen_lengths.clamp(min=1) - h_l / rejected_lengths.clamp(min=1)  # per-token margin
+        if loss_type == "ipo":  # IPO Eq. 17 with tau = beta
+            losses = (h_avg - 1 / (2 * beta)) ** 2
+        else:
+            losses = -F.logsigmoid(beta * h_avg)
+    elif loss_type == "bco_pair":
+        losses = -F.logsigmoid(beta * h_w) - F.logsigmoid(-beta * h_l)
+    elif loss_type == "nca_pair":
+        losses = -F.logsigmoid(beta * h_w) - 0.5 * F.logsigmoid(-beta * h_w) - 0.5 * F.logsigmoid(-beta * h_l)
+    elif loss_type == "sppo_hard":
+        losses = (h_w - 0.5 / beta) ** 2 + (h_l + 0.5 / beta) ** 2
+    else:  # apo_zero
+        losses = (1 - torch.sigmoid(beta * h_w)) + torch.sigmoid(beta * h_l)
+
+    return DPOLossOutput(losses, (beta * h_w).detach(), (beta * h_l).detach())
+
+
 # loss_type -> (paper, one line on what it changes). Notebook 01 prints this table.
 LOSS_INFO: dict[str, tuple[str, str]] = {
     "sigmoid": (
@@ -151,76 +226,3 @@ def _check(
         if bool((t < 0).any()):
             raise ValueError(f"{name} must be >= 0, got min {t.min().item()}")
     return beta, label_smoothing
-
-
-def dpo_loss(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor,
-    ref_rejected_logps: torch.Tensor,
-    *,
-    beta: float = 0.1,
-    loss_type: str = "sigmoid",
-    label_smoothing: float = 0.0,
-    chosen_lengths: torch.Tensor | None = None,
-    rejected_lengths: torch.Tensor | None = None,
-) -> DPOLossOutput:
-    """Per-pair DPO-family loss.
-
-    Args:
-        policy_chosen_logps, policy_rejected_logps: ``(B,)`` summed log pi(y|x) of the policy.
-        ref_chosen_logps, ref_rejected_logps: ``(B,)`` the same under the frozen reference.
-        beta: > 0. Strength of the KL anchor to the reference: larger beta = policy stays closer to pi_ref.
-        loss_type: one of ``LOSS_TYPES``.
-        label_smoothing: in [0, 0.5): assumed rate of flipped labels (``sigmoid`` = cDPO, ``robust``).
-        chosen_lengths, rejected_lengths: ``(B,)`` completion token counts; required by ``ipo`` and
-            ``sigmoid_norm``, which use per-token averaged log-ratios (as TRL does).
-
-    Returns:
-        ``DPOLossOutput(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; rewards are detached.
-    """
-    beta, label_smoothing = _check(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        },
-        beta,
-        loss_type,
-        label_smoothing,
-        chosen_lengths,
-        rejected_lengths,
-    )
-    # fp16/bf16 log-probs are upcast: summed log-probs are large (-100s) and their differences small, which half
-    # precision cannot hold (fp16 spacing at 300 is 0.25): the loss would be wrong without a word.
-    up = lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
-    policy_chosen_logps, policy_rejected_logps = up(policy_chosen_logps), up(policy_rejected_logps)
-    ref_chosen_logps, ref_rejected_logps = up(ref_chosen_logps), up(ref_rejected_logps)
-    h_w = policy_chosen_logps - ref_chosen_logps  # (B,)
-    h_l = policy_rejected_logps - ref_rejected_logps  # (B,)
-    h = h_w - h_l  # (B,)
-    ls = float(label_smoothing)
-
-    if loss_type == "sigmoid":
-        losses = -(1 - ls) * F.logsigmoid(beta * h) - ls * F.logsigmoid(-beta * h)
-    elif loss_type == "robust":
-        losses = (-(1 - ls) * F.logsigmoid(beta * h) + ls * F.logsigmoid(-beta * h)) / (1 - 2 * ls)
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * h)
-    elif loss_type in ("ipo", "sigmoid_norm"):
-        h_avg = h_w / chosen_lengths.clamp(min=1) - h_l / rejected_lengths.clamp(min=1)  # per-token margin
-        if loss_type == "ipo":  # IPO Eq. 17 with tau = beta
-            losses = (h_avg - 1 / (2 * beta)) ** 2
-        else:
-            losses = -F.logsigmoid(beta * h_avg)
-    elif loss_type == "bco_pair":
-        losses = -F.logsigmoid(beta * h_w) - F.logsigmoid(-beta * h_l)
-    elif loss_type == "nca_pair":
-        losses = -F.logsigmoid(beta * h_w) - 0.5 * F.logsigmoid(-beta * h_w) - 0.5 * F.logsigmoid(-beta * h_l)
-    elif loss_type == "sppo_hard":
-        losses = (h_w - 0.5 / beta) ** 2 + (h_l + 0.5 / beta) ** 2
-    else:  # apo_zero
-        losses = (1 - torch.sigmoid(beta * h_w)) + torch.sigmoid(beta * h_l)
-
-    return DPOLossOutput(losses, (beta * h_w).detach(), (beta * h_l).detach())

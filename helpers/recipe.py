@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,39 +40,64 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "warmup_stable_decay", "greedy")
 
 
+def _f(default: Any, help: str):
+    """A ``DPORecipe`` field with its help text (TRL's ``DPOConfig`` idiom)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class DPORecipe:
-    """Every knob of a DPO run. Defaults: SmolLM2-135M-Instruct on HH-RLHF on a Colab T4 (online)."""
+    """Every knob of a DPO run, each with its help text (``python -m helpers.course.cli --help`` prints it).
 
-    model: str = MODEL_ID  # hub id, local model directory, or "toy"
-    data: str = "runs/notebooks/02_hh"  # notebook 02's saved splits (rebuilt from data_source if absent), or "toy"
-    data_source: str = "Anthropic/hh-rlhf"
-    output_dir: str = "runs/notebooks/03_dpo"
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    sft_weight: float = 0.5  # > 0: add TRL's "sft" loss on the chosen answer with this weight (the old rpo_alpha);
-    #                          0.5 online: chosen by pilot_pick from benchmarks/results/online_recipe_pilot.json
-    learning_rate: float = 5e-5
-    max_steps: int = 250  # -1: train for `epochs` instead
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 2
-    max_length: int = 512
-    max_prompt_length: int | None = 384  # pairs with longer prompts are dropped before training; None keeps all
-    warmup_steps: int = 10
-    lr_scheduler: str = "cosine"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_targets: tuple[str, ...] = LoraSettings().target_modules
-    load_in_4bit: bool = False
-    backend: str = "auto"  # "auto" (Unsloth when installed), "unsloth", "transformers"
-    eval_steps: int = 50
-    eval_pairs: int = 300  # held-out pairs evaluated during training (the first ones of the test split)
-    save_steps: int = 50
-    logging_steps: int = 10
-    seed: int = 0
-    resume: bool = True
-    merge: bool = False  # also save a merged (adapter folded in) copy of the model
+    Defaults: SmolLM2-135M-Instruct on HH-RLHF on a Colab T4 (the online track); ``OFFLINE`` holds the toy world's.
+    Invalid values raise a ``ValueError`` naming the field and what it accepts, before anything is loaded.
+    """
+
+    # --- model, data, output ---
+    model: str = _f(MODEL_ID, "hub id or local model directory (offline: the packaged SmolLM2 copy), or 'toy' for "
+                              "the toy world's SFT model")
+    data: str = _f("runs/notebooks/02_hh", "notebook 02's saved splits folder (rebuilt from data_source when "
+                                           "absent), or 'toy'")
+    data_source: str = _f("Anthropic/hh-rlhf", "what the splits are built from when data is absent: a hub dataset id "
+                                               "or a raw HH-RLHF .jsonl[.gz] file")
+    output_dir: str = _f("runs/notebooks/03_dpo", "checkpoints, the adapter and metrics.json")
+    # --- loss ---
+    beta: float = _f(0.1, "the KL anchor's strength (DPOConfig.beta): higher beta keeps the policy closer to the "
+                          "reference; the implicit reward is beta * log(pi / pi_ref)")
+    loss_type: str = _f("sigmoid", "one of helpers.losses.LOSS_TYPES (TRL's loss_type); 'sigmoid' is the DPO "
+                                   "paper's loss")
+    sft_weight: float = _f(0.5, "> 0 adds the chosen answers' NLL with this weight (TRL loss_type [loss_type, "
+                                "'sft'], loss_weights [1, sft_weight]; the old rpo_alpha); 0.5 online is the pilot's "
+                                "pick (benchmarks/results/online_recipe_pilot.json); 0 = plain DPO")
+    # --- optimiser and sequence lengths ---
+    learning_rate: float = _f(5e-5, "AdamW's peak learning rate (TRL's default 1e-6 suits full fine-tuning, not "
+                                    "LoRA)")
+    max_steps: int = _f(250, "optimizer steps; -1 trains for `epochs` instead")
+    epochs: float = _f(1.0, "passes over the train split, used when max_steps is -1")
+    batch_size: int = _f(8, "pairs per device per step")
+    grad_accum: int = _f(2, "steps accumulated into one optimizer step: effective batch = batch_size x grad_accum "
+                            "pairs per device")
+    max_length: int = _f(512, "prompt + completion tokens per sequence (DPOConfig.max_length); TRL truncates longer "
+                              "ones keeping the start")
+    max_prompt_length: int | None = _f(384, "pairs whose prompt is longer are dropped before training (the course's "
+                                            "filter, not a TRL field); None keeps all")
+    warmup_steps: int = _f(10, "steps of linear learning-rate warm-up")
+    lr_scheduler: str = _f("cosine", "the learning-rate schedule after warm-up (one of LR_SCHEDULERS)")
+    # --- LoRA and backend ---
+    lora_r: int = _f(16, "LoRA rank: the inner dimension of each adapter B A")
+    lora_alpha: int = _f(32, "LoRA scale: a layer's update is (lora_alpha / lora_r) * B A")
+    lora_targets: tuple[str, ...] = _f(LoraSettings().target_modules, "module names that get an adapter (default: "
+                                                                      "every attention and MLP projection)")
+    load_in_4bit: bool = _f(False, "QLoRA: load the base in 4 bits (bitsandbytes, GPU only); pointless at 135M")
+    backend: str = _f("auto", "'auto' (Unsloth when installed), 'unsloth', or 'transformers' (transformers + peft)")
+    # --- run ---
+    eval_steps: int = _f(50, "held-out evaluation every this many steps")
+    eval_pairs: int = _f(300, "held-out pairs evaluated during training (the first ones of the test split)")
+    save_steps: int = _f(50, "a checkpoint every this many steps (what resume continues from)")
+    logging_steps: int = _f(10, "training metrics logged every this many steps")
+    seed: int = _f(0, "seed of the data order, the adapter's initialisation and sampling")
+    resume: bool = _f(True, "continue from the last checkpoint in output_dir when the run's settings match")
+    merge: bool = _f(False, "also save a merged copy of the model (adapter folded in) to output_dir/merged")
 
     def __post_init__(self):
         def need(ok: bool, name: str, allowed: str):

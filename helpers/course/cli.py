@@ -55,14 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     defaults = DPORecipe()
     for f in dataclasses.fields(DPORecipe):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        text = f.metadata["help"]  # DPORecipe's own help text: one source for --help, the docs and notebook 03
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default {default})")
         elif isinstance(default, tuple):
-            p.add_argument(flag, nargs="+", default=None, help=f"default {' '.join(default)}")
+            p.add_argument(flag, nargs="+", default=None, help=f"{text} (default {' '.join(default)})")
         elif f.name == "max_prompt_length":
-            p.add_argument(flag, type=_int_or_none, default=None, help=f"default {default!r}; 'none' keeps all")
+            p.add_argument(flag, type=_int_or_none, default=None,
+                           help=f"{text}; 'none' keeps all (default {default!r})")
         else:
-            p.add_argument(flag, type=type(default), default=None, help=f"default {default!r}")
+            p.add_argument(flag, type=type(default), default=None, help=f"{text} (default {default!r})")
     p.add_argument("--offline", action="store_true",
                    help="the offline default: toy SFT model and toy data with their measured settings "
                         "(explicit flags still win)")
