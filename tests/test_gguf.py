@@ -92,13 +92,18 @@ def adapter(smollm2_dir, tmp_path_factory) -> Path:
     return out
 
 
+def _ids(tok, prompt: str):
+    """(1, T) ids of one user turn under the chat template, ready for the assistant's answer."""
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                   return_tensors="pt", return_dict=True)["input_ids"]
+
+
 def _logits(model, tok, prompts=PROMPTS):
     import torch
 
     rows = []
     for p in prompts:
-        ids = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+        ids = _ids(tok, p)
         with torch.no_grad():
             rows.append(model(input_ids=ids).logits[0])
     return torch.cat(rows)  # (sum of prompt lengths, V)
@@ -109,8 +114,7 @@ def _greedy(model, tok, n=20):
 
     out = []
     for p in PROMPTS:
-        ids = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+        ids = _ids(tok, p)
         with torch.no_grad():
             g = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=2, pad_token_id=2)
         out.append(tok.decode(g[0, ids.shape[1]:]))

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     defaults = DPORecipe()
     for f in dataclasses.fields(DPORecipe):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-        text = f.metadata["help"]  # DPORecipe's own help text: one source for --help, the docs and notebook 03
+        text = f.metadata["help"]  # DPORecipe's own help text, written once beside the field
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                            help=f"{text} (default {default})")

