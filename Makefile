@@ -9,7 +9,7 @@ REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.tx
 HUB_VENV  := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish
+.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,13 +48,20 @@ test: $(STAMP) $(HUB_STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not (slow or toy_model or hub or notebook or subprocess)"
 
+## The front page's figure: notebook 04's beta sweep from the latest `make run`, copied into docs/figures/.
+figure:
+	@test -f runs/latest/figures/04_beta_sweep.png || { echo "no runs/latest/figures/04_beta_sweep.png: run 'make run' first"; exit 2; }
+	mkdir -p docs/figures
+	cp runs/latest/figures/04_beta_sweep.png docs/figures/.04_beta_sweep.png.tmp
+	mv docs/figures/.04_beta_sweep.png.tmp docs/figures/04_beta_sweep.png
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_logprobs.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check helpers tests benchmarks
 
-## Stamp the course's git URL into every notebook's first cell and write Open-in-Colab badges (README "Colab").
+## Stamp the course's git URL into every notebook's first cell and write Open-in-Colab badges (docs/colab.md).
 PY ?= $(BIN)/python
 publish:
 	@test -n "$(URL)" || { echo "usage: make publish URL=<git URL of the course> [REF=<tag or commit>]"; exit 2; }

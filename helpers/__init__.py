@@ -11,14 +11,17 @@ evaluation  held-out pair log-probs, reward metrics, the sampling helper, report
 quality     the malformed-answer check (a collapse check) and its calibration                             (03-05)
 judge       judges of answers: a reward model on your GPU (with its trust measured), an optional LLM judge (04-05)
 sweep       the same recipe at several betas or loss types, each run measured the same way                (04)
-compare     reference vs policy answers side by side: win rates with intervals, export                    (05)
+sweep_report  what a sweep shows: its table, the healthy runs, facts beyond 2 s.e., the over-optimised run (04)
+compare     reference vs policy answers side by side: scored, win rates with intervals, export            (05)
 
 worlds/     where pairs and reference models come from: splits (hub / file / toy), toy, toy_model, onpolicy
 infra/      the floor: paths, runtime, quiet, checks, colab, lock, outputs, hubio, smollm2, tinymodel
 course/     the machinery: suite (make run), nbexec, hub (local hub), cli, estimate, export (merged, hub, GGUF),
-            gguf (llama.cpp's converter, GGUF headers, the Ollama Modelfile), plots, publish,
-            runahead (a workshop's run-ahead), schedule (main paths, the workshop plans);
-            ``helpers.course`` is what notebooks import of it (banner, quick, persist_path, record_metrics)
+            gguf (llama.cpp's converter, GGUF headers, the Ollama Modelfile), plots, publish, presets (each
+            notebook's offline plan, DPO_QUICK's sizes), reports (stored measurements printed: pilot, GPU cost,
+            benchmarks), runahead (a workshop's run-ahead), schedule (main paths, the workshop plans);
+            ``helpers.course`` is what notebooks import of it (setup_course, banner, detect, the plans, reports
+            and figures, export; loaded on first use)
 
 A module imports only modules listed above it in its own layer's order or in a layer below (infra is the floor,
 course the top); tests/test_layers.py reads every import and fails on a circle or an upward import.

@@ -18,7 +18,7 @@ from typing import Any
 from helpers.judge import wilson_interval
 
 __all__ = ["load_policy", "expected_generation", "generate_side_by_side", "implicit_rewards", "win_rate",
-           "strict_win_rate", "score_comparison", "export_comparison"]
+           "strict_win_rate", "score_comparison", "export_comparison", "score_rows", "judge_rows", "comparison_columns"]
 
 
 def load_policy(adapter_dir: str | Path, base_model: str | Path):
@@ -153,3 +153,112 @@ def export_comparison(rows: list[dict], out_dir: str | Path, *, columns: list[st
                              f"<table border=1 cellpadding=4 style='border-collapse:collapse'>"
                              f"<tr>{head}</tr>{body}</table>\n")
     return paths
+
+
+def score_rows(model, tokenizer, rows: list[dict], *, beta: float, toy: bool, rules: str, seed: int,
+               decoding: dict) -> tuple[dict[str, Any], dict[str, list[bool]]]:
+    """Score notebook 05's side-by-side ``rows`` in place and summarise them: every answer's implicit reward
+    (``beta`` > 0), length in tokens and malformed reason (``rules``: "toy" or "real", ``helpers.quality``); with
+    ``toy`` also the toy world's ground truth, its win rates (a malformed answer loses the strict one), their interval
+    and the chosen-style rates. Online the implicit reward is reported as what DPO learned, never as a win rate.
+
+    Returns ``(summary, malformed)``: ``malformed[side]`` is one bool per row, for ``side`` in reference / policy."""
+    import numpy as np
+
+    from helpers.quality import malformed_reason
+
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    ref_ir, pol_ir = implicit_rewards(model, tokenizer, rows, beta=beta)
+    for r, a, b in zip(rows, ref_ir, pol_ir, strict=True):
+        r["implicit_reward_reference"], r["implicit_reward_policy"] = round(a, 4), round(b, 4)
+        r["tokens_reference"] = len(tokenizer(r["reference"], add_special_tokens=False)["input_ids"])
+        r["tokens_policy"] = len(tokenizer(r["policy"], add_special_tokens=False)["input_ids"])
+    summary: dict[str, Any] = {
+        "n": len(rows), "decoding": decoding, "seed": seed,
+        "implicit_reward_reference": float(np.mean(ref_ir)), "implicit_reward_policy": float(np.mean(pol_ir)),
+        "tokens_reference": float(np.mean([r["tokens_reference"] for r in rows])),
+        "tokens_policy": float(np.mean([r["tokens_policy"] for r in rows]))}
+    if toy:
+        from helpers.worlds.toy import is_chosen_style, toy_reward
+
+        for r in rows:
+            r["toy_reward_reference"], r["toy_reward_policy"] = toy_reward(r["reference"]), toy_reward(r["policy"])
+        summary["score"] = "toy_reward (ground truth)"
+        summary["reward_reference"] = float(np.mean([r["toy_reward_reference"] for r in rows]))
+        summary["reward_policy"] = float(np.mean([r["toy_reward_policy"] for r in rows]))
+        summary["chosen_style_rate_before"] = float(np.mean([is_chosen_style(r["reference"]) for r in rows]))
+        summary["chosen_style_rate_after"] = float(np.mean([is_chosen_style(r["policy"]) for r in rows]))
+        summary["win_rate"] = win_rate([r["toy_reward_policy"] for r in rows],
+                                       [r["toy_reward_reference"] for r in rows])
+    else:  # the implicit reward says what DPO learned, not whether answers got better: no win rate from it
+        summary["score"] = "none yet: the reward-model judge scores in §4 (the implicit reward is what DPO learned)"
+        summary["implicit_reward_policy_higher"] = win_rate(pol_ir, ref_ir)
+        summary["win_rate"] = None
+    for r in rows:
+        r["malformed_reference"], r["malformed_policy"] = (malformed_reason(r[s], rules=rules)
+                                                           for s in ("reference", "policy"))
+    bad = {s: [r[f"malformed_{s}"] is not None for r in rows] for s in ("reference", "policy")}
+    summary["quality_rules"] = rules
+    summary["malformed_rate_before"], summary["malformed_rate_after"] = (float(np.mean(bad[s]))
+                                                                         for s in ("reference", "policy"))
+    # cut by max_new_tokens and otherwise well-formed: reported apart, not counted as malformed
+    summary["truncated_rate_before"], summary["truncated_rate_after"] = (
+        float(np.mean([r[f"malformed_{s}"] is None and not r[f"stopped_{s}"] for r in rows]))
+        for s in ("reference", "policy"))
+    summary["strict_win_rate"] = None
+    if toy:  # the same comparison with its uncertainty: a conclusion holds only beyond its interval
+        pol, ref = [r["toy_reward_policy"] for r in rows], [r["toy_reward_reference"] for r in rows]
+        summary["strict_win_rate"] = strict_win_rate(pol, ref, bad["policy"], bad["reference"])
+        c = score_comparison(pol, ref, bad["policy"], bad["reference"])
+        summary["win_interval"] = c["win_interval"]
+        summary["reward_difference"], summary["reward_difference_se"] = c["mean_difference"], c["mean_difference_se"]
+    return summary, bad
+
+
+def judge_rows(judge, trust: dict[str, Any], rows: list[dict], bad: dict[str, list[bool]],
+               summary: dict[str, Any]) -> str:
+    """Score both sides of every row with the reward-model ``judge`` (its ``trust`` measured first), store the scores
+    in the rows and the comparison in ``summary`` (win rate with its 95% Wilson interval, strict win rate, mean
+    difference), and return what it shows, in words."""
+    from helpers.judge import expected_seconds, score
+
+    msgs = [r["messages"] for r in rows]
+    answers = [r["reference"] for r in rows] + [r["policy"] for r in rows]
+    seconds, why = expected_seconds(judge, msgs * 2, answers, measured_tokens_per_s=trust["tokens_per_s"])
+    print(f"expected: ~{seconds:.0f} s to score {len(answers)} answers ({why})")
+    js = score(judge, msgs * 2, answers)
+    n = len(rows)
+    for r, a, b in zip(rows, js["scores"][:n], js["scores"][n:], strict=True):
+        r["judge_reference"], r["judge_policy"] = round(float(a), 4), round(float(b), 4)
+    c = score_comparison(js["scores"][n:], js["scores"][:n], bad["policy"], bad["reference"])
+    summary.update(judge=judge.name, judge_random_weights=judge.random_weights, win_rate=c["win_rate"],
+                   win_interval=c["win_interval"], strict_win_rate=c["strict_win_rate"],
+                   judge_difference=c["mean_difference"], judge_difference_se=c["mean_difference_se"],
+                   judge_agreement=trust["agreement"], judge_agreement_n=trust["n"], judge_trust=trust,
+                   judge_truncated=js["truncated"], score=f"reward model {judge.label()}")
+    lo, hi = c["win_interval"]
+    se = "n/a" if c["mean_difference_se"] is None else f"{c['mean_difference_se']:.3f}"
+    verdict = ("the DPO policy's answers score higher than the reference's" if lo > 0.5 else
+               "the DPO policy's answers score lower than the reference's" if hi < 0.5 else
+               "no difference shown: the interval holds 0.5")
+    return (f"judge: {judge.label()}\n  win rate of the DPO policy over the reference {c['win_rate']:.3f} on {n} "
+            f"prompts (ties half; 95% Wilson interval {lo:.2f}-{hi:.2f}) -> {verdict}\n"
+            f"  strict win rate (a malformed answer loses) {c['strict_win_rate']:.3f}; mean score difference "
+            f"{c['mean_difference']:+.3f} ± {se} (s.e.)\n"
+            f"  answer lengths beside it: reference {summary['tokens_reference']:.1f}, policy "
+            f"{summary['tokens_policy']:.1f} tokens on average (the judge's taste for length is measured above)")
+
+
+def comparison_columns(rows: list[dict], summary: dict[str, Any]) -> list[str]:
+    """The columns ``export_comparison`` writes for notebook 05's rows: the answers, their lengths, malformed reasons
+    and implicit rewards, and whichever scores this run has (toy reward, judge, LLM judge)."""
+    columns = ["prompt", "reference", "policy", "tokens_reference", "tokens_policy", "malformed_reference",
+               "malformed_policy", "implicit_reward_reference", "implicit_reward_policy"]
+    if rows and "toy_reward_reference" in rows[0]:
+        columns += ["toy_reward_reference", "toy_reward_policy"]
+    if "judge" in summary:
+        columns += ["judge_reference", "judge_policy"]
+    if "llm_judge" in summary:
+        columns += ["llm_judge"]
+    return columns

@@ -18,7 +18,7 @@ from helpers.infra.hubio import resolve_source
 from helpers.infra.smollm2 import MODEL_ID
 
 __all__ = ["LoraSettings", "load_model", "load_tokenizer", "count_parameters", "device_and_dtype",
-           "unsloth_importable", "describe_model", "model_parameters_of"]
+           "unsloth_importable", "describe_model", "model_parameters_of", "source_info"]
 
 
 def _finish_tokenizer(tok) -> None:
@@ -232,6 +232,13 @@ def model_parameters_of(name_or_path: str | Path = MODEL_ID) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def source_info(model: str, source: str | Path, tokenizer) -> dict[str, Any]:
+    """What a summary records of a model it loaded by config only: ``model`` (the name asked for), ``model_source``
+    (where ``source`` came from: folder, cache, hub or the packaged copy), ``tokenizer_vocab``, ``model_parameters``."""
+    return {"model": model, "model_source": resolve_source(source)[1], "tokenizer_vocab": len(tokenizer),
+            "model_parameters": model_parameters_of(source)}
 
 
 def count_parameters(model) -> tuple[int, int]:

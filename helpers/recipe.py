@@ -88,7 +88,7 @@ class DPORecipe:
     lora_alpha: int = _f(32, "LoRA scale: a layer's update is (lora_alpha / lora_r) * B A")
     lora_targets: tuple[str, ...] = _f(LoraSettings().target_modules, "module names that get an adapter (default: "
                                                                       "every attention and MLP projection)")
-    load_in_4bit: bool = _f(False, "QLoRA: load the base in 4 bits (bitsandbytes, GPU only); pointless at 135M")
+    load_in_4bit: bool = _f(False, "QLoRA: 4-bit base weights (GPU only); pointless at 135M; needs bitsandbytes")
     backend: str = _f("auto", "'auto' (Unsloth when installed), 'unsloth', or 'transformers' (transformers + peft)")
     # --- run ---
     eval_steps: int = _f(50, "held-out evaluation every this many steps")

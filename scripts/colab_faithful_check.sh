@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Colab-faithful check of the notebooks' first cell and of the notebooks themselves. NOT run by CI: it downloads
 # several GB (PyPI's torch 2.11.0, a CUDA build that also runs on a CPU, and its nvidia wheels). Run it before
-# publishing a new version of the course (README "Colab").
+# publishing a new version of the course (docs/colab.md).
 #
 # 1. Builds a Python 3.13 venv (pyenv's 3.13.0) with Colab's versions of the packages Colab has before cell 1 and the
 #    course touches (torch, numpy, pandas, pyarrow, matplotlib, the kernel, transformers, peft, datasets, ...), every

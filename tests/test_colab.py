@@ -452,3 +452,14 @@ def test_first_cell_restarts_the_runtime_when_it_replaced_a_module_already_impor
 def test_first_cell_does_not_restart_when_nothing_it_replaced_was_loaded(course_repo, colab_sandbox):
     proc = _run_first_cell(colab_sandbox, first_cell(str(course_repo)), colab_sandbox["work"])
     assert proc.returncode == 0 and "Restarting" not in proc.stdout and "packages: installed" in proc.stdout
+
+
+def test_first_cell_is_short_and_setup_course_refuses_a_folder_that_is_not_the_course(tmp_path):
+    """The install logic lives in helpers.infra.colab (linted, tested above through the real cell); the cell keeps only
+    what runs before helpers exists, and a wrong folder is named instead of being set up."""
+    assert len([x for x in first_cell("https://github.com/a/b", "v1").splitlines() if x.strip()]) <= 12
+    with pytest.raises(ValueError, match="root must be the course folder"):
+        colab.setup_course(tmp_path)
+    before = os.getcwd()
+    colab.setup_course(None)  # not found and not on Colab: nothing changes
+    assert os.getcwd() == before

@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"scratch", "worlds.onpolicy"},                              # DPO by hand; pairs from the model's own answers
     {"recipe"},                                                  # notebook 03's run
     {"sweep", "compare"},                                        # many runs; before vs after
+    {"sweep_report"},                                            # what a sweep shows
     {"course"},                                                  # the machinery on top: runner, hub, CLI, export ...
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}

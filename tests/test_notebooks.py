@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def test_notebook_conventions(path):
     assert all(not c.outputs and c.execution_count is None for c in code), "outputs must be stripped"
     tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0] <= 2, "one cell tagged 'parameters' near the top"
-    assert "google.colab" in code[0].source and "requirements-colab.txt" in code[0].source, "first cell: Colab set-up"
+    assert "google.colab" in code[0].source and "setup_course(ROOT)" in code[0].source, "first cell: Colab set-up"
     assert "banner(" in code[tagged[0] + 1].source, "the runtime banner comes right after the parameters"
     src = "\n".join(c.source for c in code)
     assert "/work/" not in src and "/home/" not in src, "relative paths only"
@@ -66,6 +67,32 @@ def test_a_workshop_path_and_marked_appendices(path):
             assert cells[i + 1].cell_type == "code", f"cell {i}: the answer must be the next code cell"
     assert any("**Predict, then run.**" in c.source for c in cells if c.cell_type == "markdown"), \
         "every notebook asks at least one question to predict before the cell that answers it"
+
+
+MODE = re.compile(r"rt\.hub|offline|OFFLINE|RUN_AHEAD|quick\(|DPO_QUICK")
+
+
+def _lines(source: str) -> list[str]:
+    return [x for x in source.splitlines() if x.strip()]
+
+
+def test_notebooks_read_like_lessons():
+    """Issue 33's measures: a first cell of at most 12 lines, no code cell over 25, at most 1,150 code lines in all,
+    at most 6 lines per notebook that name the mode, and no import of helpers.infra or of a helpers.course module
+    (notebooks use the lesson modules and helpers.course's face)."""
+    total = 0
+    for p in NOTEBOOKS:
+        code = [c for c in _cells(p) if c.cell_type == "code"]
+        sizes = [len(_lines(c.source)) for c in code]
+        total += sum(sizes)
+        assert sizes[0] <= 12, f"{p.name}: first cell {sizes[0]} lines"
+        assert max(sizes) <= 25, f"{p.name}: code cell {sizes.index(max(sizes))} has {max(sizes)} lines"
+        mode = [x for c in code for x in _lines(c.source) if MODE.search(x)]
+        assert len(mode) <= 6, (p.name, mode)
+        inner = re.findall(r"(?:from|import)\s+(helpers\.infra\b[\w.]*|helpers\.course\.\w+)",
+                           "\n".join(c.source for c in code))
+        assert not inner, (p.name, inner)
+    assert total <= 1150, total
 
 
 def test_colab_cell_is_identical_everywhere():

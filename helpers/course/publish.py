@@ -6,11 +6,13 @@ An instructor who forks the course runs it once, commits, and shares the badges:
 
     make publish URL=https://github.com/me/dpo-course REF=v1.0  # = python -m helpers.course.publish --url ... --ref ...
 
-The first cell (``FIRST_CELL``) is plain Python that runs before ``helpers`` is importable. On Colab it clones the
-course into ``./dpo-course`` (the folder Colab starts in) unless that clone exists, installs
-``requirements-colab.txt`` with Colab's own versions of ``helpers.infra.colab.PROTECTED`` as constraints, then
-``requirements-colab-nodeps.txt`` without dependencies, once per runtime; everywhere it makes ``helpers`` importable.
-Rerunning it (after a kernel restart, or from another notebook on the same runtime) reuses the clone and the install.
+The first cell (``FIRST_CELL``, 12 lines, collapsed on Colab by its ``# @title`` as Unsloth's notebooks do) holds only
+what must run before ``helpers`` is importable: find the course folder, or on Colab clone it into ``./dpo-course``
+(the folder Colab starts in) unless that clone exists, and put it on the path. Then one call,
+``helpers.infra.colab.setup_course``, does the rest: on Colab the install (``requirements-colab.txt`` with Colab's own
+versions of ``PROTECTED`` as constraints, then ``requirements-colab-nodeps.txt`` without dependencies, once per
+runtime, restarting the runtime if it replaced a module already loaded); everywhere the working folder. Rerunning it
+(after a kernel restart, or from another notebook on the same runtime) reuses the clone and the install.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import re
 import sys
 from pathlib import Path
 
-from helpers.infra.colab import PROTECTED, REPLACEABLE
-
 __all__ = ["FIRST_CELL", "first_cell", "github_repo", "badge", "publish", "main", "NOTEBOOK_GLOB"]
 
 NOTEBOOK_GLOB = "notebooks/[0-9][0-9]_*.ipynb"
@@ -29,62 +29,19 @@ BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 README_START, README_END = "<!-- colab-badges -->", "<!-- /colab-badges -->"
 
 FIRST_CELL = '''\
-# Setup. On Colab: fetch this course once per runtime and install only what Colab lacks. Elsewhere: nothing to install.
+# @title Setup: find the course (on Colab: clone it once, install what Colab lacks) {{ display-mode: "form" }}
 COURSE_REPO = {url!r}  # the course's git URL, stamped by `make publish URL=...`; env var DPO_COURSE_REPO overrides it
 COURSE_REF = {ref!r}  # a tag or commit to check out ("": the default branch)
-import os, subprocess, sys
-
-ROOT = next((os.path.abspath(d) for d in (".", "..", "dpo-course")
-             if os.path.isfile(os.path.join(d, "helpers", "__init__.py"))), None)
-ON_COLAB = "google.colab" in sys.modules
-if ROOT is None and ON_COLAB:
-    url = os.environ.get("DPO_COURSE_REPO") or COURSE_REPO
-    if not url:
-        raise RuntimeError("Which course? Set COURSE_REPO at the top of this cell (or os.environ['DPO_COURSE_REPO']) "
-                           "to the course's git URL. Instructors stamp it once with `make publish URL=...` (README).")
-    ROOT, partial = os.path.abspath("dpo-course"), os.path.abspath("dpo-course.partial")
-    subprocess.run(["rm", "-rf", partial], check=True)
-    subprocess.run(["git", "clone", "--quiet", url, partial], check=True)
-    if COURSE_REF:
-        subprocess.run(["git", "-C", partial, "checkout", "--quiet", COURSE_REF], check=True)
-    os.rename(partial, ROOT)  # only a complete clone gets the name that later runs look for
-    print(f"cloned {{url}}{{' @ ' + COURSE_REF if COURSE_REF else ''}} into {{ROOT}}")
-elif ROOT is not None:
-    print(f"course folder: {{ROOT}}")
-if ON_COLAB and os.path.exists(os.path.join(ROOT, ".colab-installed")):
-    print("packages: already installed on this runtime")
-elif ON_COLAB:
-    import importlib
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-    keep = [f"{{n}}=={{installed(n)}}" for n in {protected!r} if installed(n)]  # Colab's own versions stay
-    with open(os.path.join(ROOT, ".colab-constraints.txt"), "w") as f:
-        f.write("\\n".join(keep) + "\\n")
-    replaceable = {replaceable!r}  # (distribution, module): Colab has them, the install may replace them
-    before = {{d: installed(d) for d, _ in replaceable}}
-    subprocess.run(["pip", "install", "-q", "-r", "requirements-colab.txt", "-c", ".colab-constraints.txt"],
-                   cwd=ROOT, check=True)
-    subprocess.run(["pip", "install", "-q", "--no-deps", "-r", "requirements-colab-nodeps.txt"], cwd=ROOT, check=True)
-    open(os.path.join(ROOT, ".colab-installed"), "w").close()
-    importlib.invalidate_caches()
-    stale = [m for d, m in replaceable if m in sys.modules and installed(d) != before[d]]
-    if stale:  # an old copy is loaded while the new one is on disk: the next import of it would fail
-        print(f"packages: installed, but this runtime had already imported the old {{', '.join(stale)}} (loaded "
-              "before this cell ran). Restarting the runtime now; when it is back, run the notebook again (Run "
-              "all): the install is skipped.", flush=True)
-        os.kill(os.getpid(), 9)  # Colab's own way to restart a runtime
-    print("packages: installed (Colab's torch, numpy and kernel packages kept)")
-if ROOT is not None:
-    os.chdir(os.path.join(ROOT, "notebooks"))  # the notebooks' relative paths (../runs, ../data) start here
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)  # import helpers without installing it
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-'''
+import os, shlex, subprocess, sys
+ROOT = next((os.path.abspath(d) for d in (".", "..", "dpo-course") if os.path.isfile(f"{{d}}/helpers/__init__.py")), None)
+if ROOT is None and "google.colab" in sys.modules:  # clone beside; only a complete clone gets the name looked for
+    URL = os.environ.get("DPO_COURSE_REPO") or COURSE_REPO
+    if not URL: raise RuntimeError("Which course? Set COURSE_REPO above (or env DPO_COURSE_REPO) to its git URL; `make publish URL=...` stamps it")
+    subprocess.run(f"rm -rf dpo-course.partial && git clone -q {{shlex.quote(URL)}} dpo-course.partial && git -C dpo-course.partial checkout -q {{shlex.quote(COURSE_REF or 'HEAD')}}", shell=True, check=True)
+    ROOT = os.path.abspath("dpo-course"); os.rename("dpo-course.partial", ROOT); print(f"cloned {{URL}} into {{ROOT}}")
+sys.path.insert(0, ROOT or os.getcwd())  # helpers imports without installing it
+from helpers.course import setup_course; setup_course(ROOT)  # on Colab the install (once per runtime); cd notebooks/
+'''  # noqa: E501 (the cell's own lines: what a learner sees, collapsed on Colab)
 
 
 def first_cell(url: str = "", ref: str = "") -> str:
@@ -92,7 +49,7 @@ def first_cell(url: str = "", ref: str = "") -> str:
     for name, value in (("url", url), ("ref", ref)):
         if not isinstance(value, str) or any(c in value for c in "\n\r'\"\\"):
             raise ValueError(f"{name} must be a string without quotes, backslashes or line breaks, got {value!r}")
-    return FIRST_CELL.format(url=url, ref=ref, protected=PROTECTED, replaceable=REPLACEABLE).rstrip("\n")
+    return FIRST_CELL.format(url=url, ref=ref).rstrip("\n")
 
 
 def github_repo(url: str) -> str | None:

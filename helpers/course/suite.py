@@ -34,7 +34,8 @@ from helpers.course import record_metrics  # noqa: F401  (the runner merges what
 from helpers.infra.paths import ROOT
 from helpers.infra.quiet import ALL_NOISE
 
-__all__ = ["NotebookResult", "record_metrics", "run_notebook", "output_problems", "NOISE_MARKERS", "digest",
+__all__ = ["NotebookResult", "record_metrics", "run_notebook", "inject_quick", "output_problems", "NOISE_MARKERS",
+           "digest",
            "run_suite", "main"]
 
 # Library noise that must never reach a cell's output: what helpers.infra.quiet filters (torchao's "Failed to load",
@@ -87,6 +88,26 @@ def output_problems(nb) -> list[str]:
     return problems
 
 
+def inject_quick(nb, notebook: str) -> bool:
+    """Under ``DPO_QUICK=1``: insert ``helpers.course.presets.quick_cell(notebook)`` straight after the cell tagged
+    ``parameters`` (papermill's injected-parameters pattern; the cell is tagged ``injected-parameters``). Returns
+    whether it did. A notebook with quick settings and no parameters cell is an error that names it."""
+    from helpers.course.presets import quick_cell
+    from helpers.infra.runtime import quick
+
+    source = quick_cell(notebook) if quick() else None
+    if source is None:
+        return False
+    import nbformat
+
+    at = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if at is None:
+        raise ValueError(f"notebook {notebook!r} has DPO_QUICK settings but no cell tagged 'parameters'")
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(at + 1, cell)
+    return True
+
+
 def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 600) -> NotebookResult:
     """Execute ``path`` in a fresh kernel, save the executed copy to ``out_path``.
 
@@ -101,6 +122,7 @@ def run_notebook(path: Path, out_path: Path, *, run_dir: Path, timeout: int = 60
     from helpers.course.nbexec import CourseNotebookClient, cell_timings, stall_problems, timeout_cell
 
     nb = nbformat.read(path, as_version=4)
+    inject_quick(nb, path.stem)
     env_before = os.environ.get("DPO_RUN_DIR")
     os.environ["DPO_RUN_DIR"] = str(run_dir.resolve())  # inherited by the kernel process
     client = CourseNotebookClient(nb, timeout=timeout, kernel_name="python3",

@@ -1,19 +1,23 @@
-"""Google Colab: which packages Colab owns, secrets, and Google Drive for outputs that outlive a runtime.
+"""Google Colab: the course's install on a runtime, which packages Colab owns, secrets, and Google Drive.
 
-Everything here is a no-op (or returns None) outside Colab, so the notebooks call it unconditionally.
-The notebooks' first cell (``helpers.course.publish.FIRST_CELL``) installs ``requirements-colab.txt`` with these
-``PROTECTED`` packages pinned to the versions the runtime already has: Colab imports some of them before the first
-cell runs, and replacing them mid-session breaks the session until a restart.
+Everything here is a no-op (or returns None) outside Colab, so the notebooks call it unconditionally, and it imports
+only the standard library: ``setup_course`` runs before the packages it installs exist. The notebooks' first cell
+(``helpers.course.publish.FIRST_CELL``) finds or clones the course and calls ``setup_course``, which installs
+``requirements-colab.txt`` with these ``PROTECTED`` packages pinned to the versions the runtime already has: Colab
+imports some of them before the first cell runs, and replacing them mid-session breaks the session until a restart.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
-__all__ = ["PROTECTED", "REPLACEABLE", "on_colab", "secret", "hub_token", "persist_path", "DRIVE_ROOT"]
+__all__ = ["setup_course", "PROTECTED", "REPLACEABLE", "on_colab", "secret", "hub_token", "persist_path", "DRIVE_ROOT"]
 
 # Never installed with a version other than Colab's own (numpy and the kernel are loaded before cell 1).
 PROTECTED: tuple[str, ...] = ("torch", "numpy", "ipykernel", "ipython", "ipywidgets", "jupyter_client",
@@ -27,6 +31,7 @@ REPLACEABLE: tuple[tuple[str, str], ...] = (
     ("pyarrow", "pyarrow"), ("datasets", "datasets"), ("transformers", "transformers"), ("tokenizers", "tokenizers"),
     ("accelerate", "accelerate"), ("peft", "peft"), ("torchao", "torchao"), ("huggingface_hub", "huggingface_hub"),
     ("safetensors", "safetensors"), ("bitsandbytes", "bitsandbytes"), ("fsspec", "fsspec"), ("certifi", "certifi"))
+INSTALLED_MARKER = ".colab-installed"  # in the course folder: this runtime has the install (a restart keeps it)
 DRIVE_ROOT = "/content/drive"  # where google.colab.drive mounts Google Drive
 DRIVE_FOLDER = "MyDrive/dpo-course"  # this course's folder in the user's Drive
 
@@ -41,6 +46,69 @@ def on_colab() -> bool:
         return importlib.util.find_spec("google.colab") is not None
     except (ImportError, ValueError):
         return False
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a reader never sees half a file
+
+
+def install_on_colab(root: str | os.PathLike) -> None:
+    """Install what Colab lacks into this runtime, once: ``requirements-colab.txt`` with Colab's own versions of
+    ``PROTECTED`` as constraints, then ``requirements-colab-nodeps.txt`` without dependencies (pip runs in ``root``).
+
+    A marker file (``INSTALLED_MARKER``) makes a rerun, a kernel restart or another notebook on the same runtime skip
+    it. When the install replaced a module that was already imported (pandas loads pyarrow before cell 1), the old
+    copy stays loaded and the next import of it fails; then this says why and restarts the runtime (it kills its own
+    process, Colab's way to restart), and the rerun after it skips the install."""
+    root = Path(root)
+    if (root / INSTALLED_MARKER).exists():
+        print("packages: already installed on this runtime")
+        return
+    keep = [f"{n}=={_installed(n)}" for n in PROTECTED if _installed(n)]  # Colab's own versions stay
+    _write(root / ".colab-constraints.txt", "\n".join(keep) + "\n")
+    before = {d: _installed(d) for d, _ in REPLACEABLE}
+    subprocess.run(["pip", "install", "-q", "-r", "requirements-colab.txt", "-c", ".colab-constraints.txt"],
+                   cwd=root, check=True)
+    subprocess.run(["pip", "install", "-q", "--no-deps", "-r", "requirements-colab-nodeps.txt"], cwd=root, check=True)
+    _write(root / INSTALLED_MARKER, "")
+    importlib.invalidate_caches()
+    stale = [m for d, m in REPLACEABLE if m in sys.modules and _installed(d) != before[d]]
+    if stale:  # an old copy is loaded while the new one is on disk: the next import of it would fail
+        print(f"packages: installed, but this runtime had already imported the old {', '.join(stale)} (loaded "
+              "before this cell ran). Restarting the runtime now; when it is back, run the notebook again (Run "
+              "all): the install is skipped.", flush=True)
+        os.kill(os.getpid(), 9)  # Colab's own way to restart a runtime
+    print("packages: installed (Colab's torch, numpy and kernel packages kept)")
+
+
+def setup_course(root: str | os.PathLike | None) -> None:
+    """What every notebook's first cell does once the course folder ``root`` is known (None: not found, and not on
+    Colab, where the cell would have cloned it; ``helpers`` is then an installed package and nothing is changed).
+
+    On Colab, ``install_on_colab(root)``. Everywhere: the working folder becomes ``root/notebooks`` (the notebooks'
+    relative paths, ``../runs`` and ``../data``, start there), and ``root`` goes on ``sys.path`` and ``PYTHONPATH``
+    (so ``helpers`` imports without installing it, in this kernel and in the processes it starts)."""
+    if root is None:
+        return
+    root = os.path.abspath(root)
+    if not os.path.isfile(os.path.join(root, "helpers", "__init__.py")):
+        raise ValueError(f"root must be the course folder (the one holding helpers/), got {root!r}")
+    print(f"course folder: {root}")
+    if "google.colab" in sys.modules:
+        install_on_colab(root)
+    os.chdir(os.path.join(root, "notebooks"))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
 
 
 def secret(name: str) -> str | None:

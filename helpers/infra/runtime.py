@@ -160,9 +160,12 @@ def precision_flags(rt: Runtime) -> dict[str, bool]:
     return {"fp16": not rt.bf16, "bf16": rt.bf16}
 
 
-def banner(rt: Runtime | None = None, *, model: str | None = None) -> str:
-    """A one-screen summary of the runtime; notebooks print it first. ``model``: which model(s) the notebook runs."""
+def banner(rt: Runtime | None = None, *, model: str | None = None, offline_model: str | None = None) -> str:
+    """A one-screen summary of the runtime; notebooks print it first. ``model``: which model(s) the notebook runs;
+    ``offline_model``: what runs instead when the hub is not reachable (None: ``model`` in both modes)."""
     rt = rt or detect()
+    if offline_model is not None and not rt.hub:
+        model = offline_model
     flags = precision_flags(rt)
     prec = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32 (CPU)"
     gpu = f"{rt.gpu_name} (compute capability {rt.compute_capability[0]}.{rt.compute_capability[1]})" \
