@@ -15,7 +15,7 @@ sweep_report  what a sweep shows: its table, the healthy runs, facts beyond 2 s.
 compare     reference vs policy answers side by side: scored, win rates with intervals, export            (05)
 
 worlds/     where pairs and reference models come from: splits (hub / file / toy), toy, toy_model, onpolicy
-infra/      the floor: paths, runtime, quiet, checks, colab, lock, outputs, hubio, smollm2, tinymodel
+infra/      the floor: settings, paths, runtime, quiet, checks, colab, lock, outputs, hubio, smollm2, tinymodel
 course/     the machinery: suite (make run), nbexec, hub (local hub), cli, estimate, export (merged, hub, GGUF),
             gguf (llama.cpp's converter, GGUF headers, the Ollama Modelfile), plots, publish, presets (each
             notebook's offline plan, DPO_QUICK's sizes), reports (stored measurements printed: pilot, GPU cost,

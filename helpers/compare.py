@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import math
 from pathlib import Path
 from typing import Any
 
+from helpers.infra.files import write_text
 from helpers.judge import wilson_interval
 
 __all__ = ["load_policy", "expected_generation", "generate_side_by_side", "implicit_rewards", "win_rate",
@@ -127,10 +129,22 @@ def score_comparison(policy_scores, reference_scores, policy_malformed, referenc
     minus reference) with its standard error, ``n``."""
     import numpy as np
 
+    p, r = np.asarray(policy_scores, float), np.asarray(reference_scores, float)
+    if p.shape != r.shape or p.ndim != 1:
+        raise ValueError(f"policy_scores and reference_scores must be 1-D and of equal length, got {p.shape} and "
+                         f"{r.shape}")
+    keep = np.isfinite(p) & np.isfinite(r)  # a NaN score is no verdict: left out and counted, never a loss
+    if not keep.any():
+        raise ValueError(f"no prompt has a finite score on both sides ({len(p)} prompts): the scores are NaN/inf")
+    excluded = int((~keep).sum())
+    policy_scores, reference_scores = p[keep].tolist(), r[keep].tolist()
+    policy_malformed = [x for x, k in zip(policy_malformed, keep, strict=True) if k]
+    reference_malformed = [x for x, k in zip(reference_malformed, keep, strict=True) if k]
     wr = win_rate(list(policy_scores), list(reference_scores))
     n = len(policy_scores)
     d = np.asarray(policy_scores, float) - np.asarray(reference_scores, float)
-    return {"n": n, "win_rate": wr, "win_interval": list(wilson_interval(round(wr * n * 2) / 2, n)),
+    return {"n": n, "nan_excluded": excluded, "win_rate": wr,
+            "win_interval": list(wilson_interval(round(wr * n * 2) / 2, n)),
             "strict_win_rate": strict_win_rate(list(policy_scores), list(reference_scores), list(policy_malformed),
                                                list(reference_malformed)),
             "mean_difference": float(d.mean()), "mean_difference_se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1
@@ -142,16 +156,17 @@ def export_comparison(rows: list[dict], out_dir: str | Path, *, columns: list[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "comparison.csv", "html": out / "comparison.html"}
-    with paths["csv"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(paths["csv"], buf.getvalue())  # atomic, as every file the course writes
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
                    for r in rows)
-    paths["html"].write_text(f"<!doctype html><meta charset='utf-8'><title>reference vs DPO policy</title>"
-                             f"<table border=1 cellpadding=4 style='border-collapse:collapse'>"
-                             f"<tr>{head}</tr>{body}</table>\n")
+    write_text(paths["html"], f"<!doctype html><meta charset='utf-8'><title>reference vs DPO policy</title>"
+               f"<table border=1 cellpadding=4 style='border-collapse:collapse'>"
+               f"<tr>{head}</tr>{body}</table>\n")
     return paths
 
 

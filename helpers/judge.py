@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 import urllib.error
@@ -136,8 +135,15 @@ def judge_texts(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers
     """Each conversation (prompt messages + the answer as the assistant's turn) in the judge's chat template. The
     text holds every special token the model expects, so ``score`` tokenizes it without adding any (a tokenizer that
     adds a bos would double the template's: Skywork's card strips it for that reason)."""
+    if isinstance(answers, str) or isinstance(prompts, str | dict):
+        raise ValueError("prompts must be a list of conversations and answers a list of strings (one per prompt), "
+                         f"got {type(prompts).__name__} and {type(answers).__name__}")
     if len(prompts) != len(answers):
         raise ValueError(f"prompts and answers must be of equal length, got {len(prompts)} and {len(answers)}")
+    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+        if not isinstance(a, str) or isinstance(p, str) or not all(isinstance(m, dict) for m in p):
+            raise ValueError(f"item {i}: a prompt must be a list of {{'role', 'content'}} messages and an answer a "
+                             f"str, got {type(p).__name__} and {type(a).__name__}")
     return [judge.tokenizer.apply_chat_template(list(p) + [{"role": "assistant", "content": a}], tokenize=False)
             for p, a in zip(prompts, answers, strict=True)]
 
@@ -152,6 +158,8 @@ def expected_seconds(judge: RewardJudge, prompts: list[list[dict[str, str]]], an
     """``(seconds, where the figure comes from)`` for scoring these answers (their tokens counted as ``score`` cuts
     them): this runtime's measured rate when given, else arithmetic (2 FLOPs per parameter per token at an assumed
     throughput), labelled as such."""
+    if measured_tokens_per_s is not None and not (math.isfinite(measured_tokens_per_s) and measured_tokens_per_s > 0):
+        raise ValueError(f"measured_tokens_per_s must be a finite rate > 0, got {measured_tokens_per_s!r}")
     tokens = sum(min(len(x), judge.max_length) for x in _encode(judge, prompts, answers))
     if measured_tokens_per_s:
         return tokens / measured_tokens_per_s, f"{measured_tokens_per_s:,.0f} tokens/s measured on this runtime"
@@ -235,12 +243,18 @@ def agreement(chosen_scores, rejected_scores, chosen_words, rejected_words, *,
     lc, lr = np.asarray(chosen_words, float), np.asarray(rejected_words, float)
     if not (len(c) == len(r) == len(lc) == len(lr)) or len(c) == 0:
         raise ValueError("the four arrays must be non-empty and of equal length")
+    finite = np.isfinite(c) & np.isfinite(r)  # a NaN score is no verdict: left out and counted, never a miss
+    if not finite.any():
+        raise ValueError(f"no pair has a finite score on both sides ({len(c)} pairs): the judge's scores are NaN/inf")
+    nan_pairs = int((~finite).sum())
+    c, r, lc, lr = c[finite], r[finite], lc[finite], lr[finite]
     hit = (c > r) + 0.5 * (c == r)
     n = len(c)
     differ = lc != lr
     judge_longer = np.where(c > r, lc > lr, lr > lc)[differ & (c != r)]
     matched = np.abs(lc - lr) <= matched_within * np.maximum(np.maximum(lc, lr), 1)
-    out = {"n": n, "agreement": float(hit.mean()), "interval": list(wilson_interval(float(hit.sum()), n)),
+    out = {"n": n, "nan_excluded": nan_pairs, "agreement": float(hit.mean()),
+           "interval": list(wilson_interval(float(hit.sum()), n)),
            "prefers_longer": float(judge_longer.mean()) if judge_longer.size else None,
            "humans_prefer_longer": float((lc > lr)[differ].mean()) if differ.any() else None,
            "matched_n": int(matched.sum()),
@@ -338,8 +352,9 @@ def judge_from_env(timeout: float = 60.0) -> Callable[[str, str, str], str] | No
     with its kind: "connection", "timeout", "HTTP <code>", "not JSON", "no content", "unparseable".
     """
     from helpers.infra.colab import secret
+    from helpers.infra.settings import setting
 
-    url, key, model = (os.environ.get(k) or secret(k) for k in ("DPO_JUDGE_URL", "DPO_JUDGE_KEY", "DPO_JUDGE_MODEL"))
+    url, key, model = (setting(k, "") or secret(k) for k in ("DPO_JUDGE_URL", "DPO_JUDGE_KEY", "DPO_JUDGE_MODEL"))
     if not url or not key:
         return None
     model = model or "gpt-4o-mini"

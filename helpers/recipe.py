@@ -15,13 +15,13 @@ This module imports no ML library at import time, so that ``unsloth`` can be imp
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers.infra.checks import number
+from helpers.infra.files import read_json, write_json
 from helpers.infra.smollm2 import MODEL_ID
 from helpers.losses import LOSS_TYPES
 from helpers.models import LoraSettings
@@ -218,8 +218,8 @@ def data_provenance(recipe: DPORecipe) -> dict[str, Any]:
         return {"source": ONPOLICY, "note": "SmolLM2's own answers to the toy world's questions, ranked by a ground "
                 "truth (helpers.worlds.onpolicy): data/smollm2_onpolicy_*.jsonl"}
     try:
-        report = json.loads(Path(recipe.data, "report.json").read_text())
-    except (OSError, ValueError):
+        report = read_json(Path(recipe.data, "report.json"), what="notebook 02's report")
+    except ValueError:
         return {"source": None, "note": f"no readable report.json in {recipe.data}"}
     return {"source": report.get("source"), "note": report.get("note"), "asked_for": recipe.data_source}
 
@@ -371,7 +371,7 @@ def write_metrics(recipe: DPORecipe, trainer, *, backend: str, model_source: str
                "data": data_provenance(recipe), "lengths": lengths, "global_step": trainer.state.global_step,
                "train_seconds": round(train_seconds, 2),
                "before": before, "after": after, "paths": paths, "log_history": trainer.state.log_history}
-    Path(recipe.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    write_json(Path(recipe.output_dir, "metrics.json"), metrics, default=str)
     return metrics
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
+
+from helpers.infra.files import CorruptFileError, read_json, write_json
 
 __all__ = ["sweep_key", "reference_key", "run_sweep", "replay_trl_steps", "LOOPS"]
 
@@ -140,6 +143,7 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
         raise ValueError(f"checkpoints must be steps >= 1, got {checkpoints!r}")
     ref_measure = {k: v for k, v in measure.items() if k not in ("loop", "path_samples", "checkpoints")}
     ref_file = cache / f"reference-{reference_key(base, source, ref_measure)}.json"
+    _cached(ref_file)  # a broken reference entry is set aside here, so it is measured again below
     state: dict[str, Any] = {}
 
     def ref_logps():
@@ -151,7 +155,7 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                 ref = measure_policy(model, tok, prompts, reference=True, kl_samples=kl_samples,
                                      max_new_tokens=max_new_tokens, seed=base.seed, reward_fn=reward_fn,
                                      quality_rules=quality_rules, batch_size=sample_batch_size)
-                ref_file.write_text(json.dumps(ref, indent=2) + "\n")
+                write_json(ref_file, ref)
         return state["ref_logps"]
 
     rows = []
@@ -160,8 +164,8 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
         recipe = base.replace(**point)
         f = cache / f"{sweep_key(recipe, source, measure)}.json"
         bar.set_postfix(point)
-        if f.exists():
-            row = json.loads(f.read_text())
+        row = _cached(f)
+        if row is not None:
             row["cached"] = True
             rows.append(row)
             continue
@@ -214,12 +218,26 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                "delta_logps_rejected_se": after["delta_logps/rejected_se"], **m, "train_seconds": round(seconds, 2),
                "steps": steps, "loop": loop,
                "path": path + [{"step": steps, **{k: m[k] for k in _PATH_KEYS if k in m}}]}
-        f.write_text(json.dumps(row, indent=2) + "\n")
+        write_json(f, row)
         rows.append({**row, "cached": False})
     bar.close()
     if not ref_file.exists():  # every point was cached but this reference measurement was not
         ref_logps()
-    return {"reference": json.loads(ref_file.read_text()), "rows": rows, "measure": measure}
+    return {"reference": read_json(ref_file, what="sweep cache entry"), "rows": rows, "measure": measure}
+
+
+def _cached(f: Path) -> dict[str, Any] | None:
+    """A sweep cache entry, or None: absent, or broken (a write cut off, a disk error). A broken one is set aside as
+    ``<name>.broken`` (never deleted) with a printed note, so the run is measured again."""
+    if not f.exists():
+        return None
+    try:
+        return read_json(f, what="sweep cache entry")
+    except CorruptFileError as e:
+        aside = f.with_name(f.name + ".broken")
+        os.replace(f, aside)
+        print(f"NOTE: {e}; set aside as {aside.name}, measuring it again")
+        return None
 
 
 def replay_trl_steps(recipe, splits: dict[str, Any], *, steps: int = 3, output_dir: str | Path) -> dict[str, Any]:

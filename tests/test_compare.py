@@ -102,3 +102,35 @@ def test_score_comparison_gives_the_win_rate_its_interval_the_strict_rate_and_th
     assert c["win_interval"][0] < 0.625 < c["win_interval"][1]
     assert c["strict_win_rate"] == (1 + 0.5 + 0 + 0) / 4  # the malformed policy answer loses despite its score
     assert c["mean_difference"] == pytest.approx(0.75) and c["mean_difference_se"] > 0
+
+
+def test_nan_scores_are_left_out_and_counted_never_scored_as_losses():
+    """Issue 35: a NaN score used to count as a loss (win rate) and as a disagreement (judge trust)."""
+    import math
+
+    from helpers.compare import score_comparison
+    from helpers.judge import agreement
+
+    nan = math.nan
+    c = score_comparison([1.0, nan, 2.0], [0.0, 5.0, 1.0], [False] * 3, [False] * 3)
+    assert c["n"] == 2 and c["nan_excluded"] == 1 and c["win_rate"] == 1.0
+    a = agreement([1.0, nan, 3.0], [0.0, 1.0, 2.0], [5, 5, 5], [5, 5, 5])
+    assert a["n"] == 2 and a["nan_excluded"] == 1 and a["agreement"] == 1.0
+    with pytest.raises(ValueError, match="finite"):
+        score_comparison([nan], [1.0], [False], [False])
+    with pytest.raises(ValueError, match="finite"):
+        agreement([nan], [nan], [1], [1])
+
+
+def test_judge_inputs_are_checked_at_the_boundary():
+    from types import SimpleNamespace
+
+    from helpers.judge import expected_seconds, judge_texts
+
+    j = SimpleNamespace(tokenizer=None, max_length=8, device="cpu", parameters=10)
+    with pytest.raises(ValueError, match="list of strings"):
+        judge_texts(j, [[{"role": "user", "content": "hi"}]], "an answer")  # a string: one character per prompt
+    with pytest.raises(ValueError, match="item 1"):
+        judge_texts(j, [[{"role": "user", "content": "a"}], "b"], ["x", "y"])
+    with pytest.raises(ValueError, match="measured_tokens_per_s"):
+        expected_seconds(j, [], [], measured_tokens_per_s=-5.0)

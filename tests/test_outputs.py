@@ -144,3 +144,30 @@ def test_rerunning_a_finished_run_trains_no_further_step(four_steps, tmp_path):
     assert first.keys() == again.keys() and all((first[k] == again[k]).all() for k in first)
     run_recipe(_recipe(out), verbose=False)  # and a third time: neither refused nor a step further
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 4
+
+
+def test_files_are_written_atomically_and_a_broken_one_is_named(tmp_path):
+    """Issue 35 item 1: one helper writes every file (temporary file beside it, then a rename), and reading a broken
+    file names it instead of raising a bare JSONDecodeError."""
+    from helpers.infra.files import CorruptFileError, read_json, write_json, write_text
+
+    p = write_json(tmp_path / "a" / "m.json", {"x": 1})
+    assert read_json(p) == {"x": 1} and [f.name for f in p.parent.iterdir()] == ["m.json"]  # no temporary left
+    p.write_text('{"x": 1')  # a write cut off
+    with pytest.raises(CorruptFileError, match=r"sweep cache entry .*m\.json is not valid JSON"):
+        read_json(p, what="sweep cache entry")
+    with pytest.raises(CorruptFileError, match="does not exist"):
+        read_json(tmp_path / "none.json")
+    with pytest.raises(ValueError, match="text"):
+        write_text(tmp_path / "t", b"bytes")
+
+
+def test_a_broken_sweep_cache_entry_is_set_aside_and_measured_again(tmp_path, capsys):
+    from helpers.sweep import _cached
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"beta": 1}')
+    bad.write_text('{"beta": ')
+    assert _cached(good) == {"beta": 1} and _cached(tmp_path / "absent.json") is None
+    assert _cached(bad) is None and not bad.exists() and (tmp_path / "bad.json.broken").read_text() == '{"beta": '
+    assert "set aside as bad.json.broken" in capsys.readouterr().out

@@ -80,3 +80,50 @@ def test_detect_works_without_any_google_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", no_google)
     assert on_colab() is False
     assert runtime.detect(check_hub=False).on_colab is False
+
+
+def test_settings_from_the_environment_name_a_bad_value(monkeypatch):
+    """Issue 35 item 5: one parser; blank means the default, a bad or out-of-range value names the variable."""
+    from helpers.infra.runtime import probe_timeout, quick
+    from helpers.infra.settings import SETTINGS, setting
+
+    monkeypatch.setenv("DPO_X", "")
+    assert setting("DPO_X", 5) == 5 and setting("DPO_X", "d") == "d" and setting("DPO_X", True) is True
+    for raw, want in (("1", True), ("Yes", True), ("y", True), ("off", False), ("0", False)):
+        monkeypatch.setenv("DPO_QUICK", raw)
+        assert quick() is want, raw
+    for raw in ("ture", "2", "maybe"):
+        monkeypatch.setenv("DPO_QUICK", raw)
+        with pytest.raises(ValueError, match=f"DPO_QUICK={raw!r}"):
+            quick()
+    for raw in ("inf", "nan", "-1", "0", "soon"):
+        monkeypatch.setenv("DPO_HUB_TIMEOUT", raw)
+        with pytest.raises(ValueError, match="DPO_HUB_TIMEOUT"):
+            probe_timeout()
+    monkeypatch.setenv("DPO_HUB_TIMEOUT", " 7.5 ")
+    assert probe_timeout() == 7.5
+    monkeypatch.setenv("DPO_X", "0")
+    with pytest.raises(ValueError, match=r"DPO_X='0': an integer >= 1"):
+        setting("DPO_X", 3, minimum=1)
+    monkeypatch.setenv("DPO_X", "1e3")
+    with pytest.raises(ValueError, match="not an integer"):
+        setting("DPO_X", 3)
+    with pytest.raises(ValueError, match="default"):
+        setting("DPO_X", [1])
+    monkeypatch.setenv("DPO_CACHE_DIR", "  ")
+    from helpers.infra.paths import ROOT, default_cache_dir
+    assert default_cache_dir() == ROOT / ".cache"
+    assert {"DPO_QUICK", "DPO_RUN_DIR", "DPO_HUB_TIMEOUT", "DPO_HH_LIMIT"} <= set(SETTINGS)
+
+
+def test_every_course_variable_read_anywhere_is_listed_in_settings():
+    import re
+    from pathlib import Path
+
+    from helpers.infra.settings import SETTINGS
+
+    root = Path(__file__).resolve().parents[1]
+    texts = [p.read_text() for p in (root / "helpers").rglob("*.py")] + \
+        [p.read_text() for p in (root / "notebooks").glob("0*.ipynb")]
+    used = set(re.findall(r"\bDPO_[A-Z0-9_]+\b", "\n".join(texts)))
+    assert used <= set(SETTINGS), sorted(used - set(SETTINGS))

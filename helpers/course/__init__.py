@@ -16,11 +16,12 @@ gguf      llama.cpp's converter (own folder), GGUF headers, Ollama Modelfile (ex
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from helpers.infra.colab import hub_token, persist_path, setup_course
+from helpers.infra.files import write_json
 from helpers.infra.runtime import banner, detect, quick
+from helpers.infra.settings import setting
 
 # The rest of the notebooks' face, imported on first use (``from helpers.course import save_merged`` loads
 # helpers.course.export then, not before: the first cell and ``import unsloth`` come first).
@@ -32,7 +33,8 @@ _LAZY = {
     "push_to_hub": "export", "trained_adapter": "export", "fetch_sweep": "runahead",
     "sweep_plan": "presets", "generation_plan": "presets", "training_plan": "presets",
 }
-__all__ = ["setup_course", "banner", "detect", "quick", "persist_path", "hub_token", "record_metrics", *_LAZY]
+__all__ = ["setup_course", "banner", "detect", "quick", "setting", "persist_path", "hub_token", "record_metrics",
+           *_LAZY]
 
 
 def __getattr__(name: str):
@@ -43,9 +45,4 @@ def __getattr__(name: str):
 
 def record_metrics(run_dir: str | Path, notebook: str, metrics: dict) -> Path:
     """Write a notebook's measured figures to ``run_dir/metrics/<notebook>.json`` (merged into summary.json)."""
-    out = Path(run_dir) / "metrics" / f"{notebook}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    tmp.replace(out)  # atomic: a summary never reads half a file
-    return out
+    return write_json(Path(run_dir) / "metrics" / f"{notebook}.json", metrics, default=float)  # atomic

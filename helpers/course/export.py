@@ -47,6 +47,7 @@ from helpers.course.gguf import (  # the GGUF format's side (standard library on
     modelfile_text,
     read_fields,
 )
+from helpers.infra.files import read_json
 
 __all__ = ["save_merged", "push_to_hub", "REPO_ID", "is_hub_id", "trained_adapter", "GGUF_TYPES", "CONVERTER",
            "export_gguf", "GgufExport", "adapter_folder", "converter_dir", "ensure_converter", "llama_architectures",
@@ -171,7 +172,7 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
     p = Path(train_dir)
     for adapter in (p / "adapter", p):
         if (adapter / "adapter_config.json").exists() and (p / "metrics.json").exists():
-            return adapter, json.loads((p / "metrics.json").read_text())
+            return adapter, read_json(p / "metrics.json", what="notebook 03's metrics")
     name = str(train_dir)
     if is_hub_id(name):
         from huggingface_hub import snapshot_download
@@ -184,7 +185,7 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
             raise FileNotFoundError(f"hub repository {name} holds no adapter_config.json + metrics.json (push the "
                                     f"adapter with notebook 03's export section)")
         print(f"adapter: hub repository {name} -> {local}")
-        return local, json.loads((local / "metrics.json").read_text())
+        return local, read_json(local / "metrics.json", what=f"hub repository {name}'s metrics")
     if recipe is None:
         raise FileNotFoundError(f"no trained adapter in {p} (adapter/ and metrics.json): run notebook 03, or give "
                                 f"TRAIN_DIR as the hub id of a pushed adapter")
@@ -197,7 +198,7 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
     t0 = time.perf_counter()
     run_recipe(recipe, **toy_style(recipe))
     print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min (loading and evaluation included)")
-    return p / "adapter", json.loads((p / "metrics.json").read_text())
+    return p / "adapter", read_json(p / "metrics.json", what="notebook 03's metrics")
 
 
 # --- GGUF ---------------------------------------------------------------------------------------------------

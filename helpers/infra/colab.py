@@ -17,6 +17,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
+from helpers.infra.files import write_text
+
 __all__ = ["setup_course", "PROTECTED", "REPLACEABLE", "on_colab", "secret", "hub_token", "persist_path", "DRIVE_ROOT"]
 
 # Never installed with a version other than Colab's own (numpy and the kernel are loaded before cell 1).
@@ -55,12 +57,6 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a reader never sees half a file
-
-
 def install_on_colab(root: str | os.PathLike) -> None:
     """Install what Colab lacks into this runtime, once: ``requirements-colab.txt`` with Colab's own versions of
     ``PROTECTED`` as constraints, then ``requirements-colab-nodeps.txt`` without dependencies (pip runs in ``root``).
@@ -74,12 +70,12 @@ def install_on_colab(root: str | os.PathLike) -> None:
         print("packages: already installed on this runtime")
         return
     keep = [f"{n}=={_installed(n)}" for n in PROTECTED if _installed(n)]  # Colab's own versions stay
-    _write(root / ".colab-constraints.txt", "\n".join(keep) + "\n")
+    write_text(root / ".colab-constraints.txt", "\n".join(keep) + "\n")
     before = {d: _installed(d) for d, _ in REPLACEABLE}
     subprocess.run(["pip", "install", "-q", "-r", "requirements-colab.txt", "-c", ".colab-constraints.txt"],
                    cwd=root, check=True)
     subprocess.run(["pip", "install", "-q", "--no-deps", "-r", "requirements-colab-nodeps.txt"], cwd=root, check=True)
-    _write(root / INSTALLED_MARKER, "")
+    write_text(root / INSTALLED_MARKER, "")
     importlib.invalidate_caches()
     stale = [m for d, m in REPLACEABLE if m in sys.modules and _installed(d) != before[d]]
     if stale:  # an old copy is loaded while the new one is on disk: the next import of it would fail

@@ -6,15 +6,23 @@ settings moves the directory aside. A second process asking for the same directo
 the holder; a lock whose process is gone (killed, crashed; or a pid reused by another process, told apart by its
 start time) is taken over with a note. The holding process may acquire again (a notebook cell rerun); the lock is
 released by ``release`` or when the process exits.
+
+Races (issue 35): deciding and taking happen under a kernel lock (``flock`` on ``<lock>.guard``, released by the
+kernel when its process dies), so two runs starting together, or two takeovers of one stale lock, leave exactly one
+holder; and the lock file is written complete before it gets its name (a temporary file, then ``os.link``), so no
+reader ever sees it empty.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["OutputDirLocked", "acquire", "release", "lock_path"]
@@ -61,16 +69,42 @@ def _me() -> dict:
             "since": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+@contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    """Hold the kernel lock beside ``path`` while deciding and taking (or releasing) it."""
+    fd = os.open(path.with_name(path.name + ".guard"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # the flock goes with the descriptor
+
+
+def _create(path: Path, me: dict) -> None:
+    """Create ``path`` holding ``me``, complete before it is visible; ``FileExistsError`` if it exists."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(me))
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def acquire(output_dir: str | os.PathLike) -> Path:
     """Take the lock of ``output_dir`` for this process (re-entrant); returns the lock file's path.
 
     Raises ``OutputDirLocked`` when a live process holds it; takes over a stale lock with a printed note."""
     path = lock_path(output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _guard(path):
+        return _acquire(path, output_dir)
+
+
+def _acquire(path: Path, output_dir) -> Path:
     me = _me()
     for _ in range(3):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create(path, me)
         except FileExistsError:
             try:
                 holder = json.loads(path.read_text() or "{}")
@@ -92,8 +126,6 @@ def acquire(output_dir: str | os.PathLike) -> Path:
             except FileNotFoundError:
                 pass
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
         _HELD.add(path)
         return path
     raise OutputDirLocked(f"could not take the lock {path}: another process keeps taking it")
@@ -112,11 +144,16 @@ def release(output_dir: str | os.PathLike) -> None:
     path = lock_path(output_dir)
     if path in _HELD:
         _HELD.discard(path)
-        _unlink_if_mine(path)
+        with _guard(path):
+            _unlink_if_mine(path)
 
 
 @atexit.register
 def _release_all() -> None:
     for path in list(_HELD):
-        _unlink_if_mine(path)
+        try:
+            with _guard(path):
+                _unlink_if_mine(path)
+        except OSError:  # the folder is gone: nothing to release
+            pass
     _HELD.clear()

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers.infra.files import write_json
+
 __all__ = ["STAGING", "prepare_output_dir", "atomic_checkpoints", "drop_redundant_ref_adapter", "checkpoint_problem",
            "last_checkpoint", "train_with_resume", "stop_after", "main_process"]
 
@@ -109,7 +111,7 @@ def prepare_output_dir(output_dir: str | Path, run: dict[str, Any], *, defaults:
             print(f"NOTE: {out} held a run with different {', '.join(changed)}; moved it to {aside} and starting "
                   f"fresh (resume continues only the same run).")
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(run, indent=2) + "\n")
+    write_json(saved, run)
     return out
 
 

@@ -5,8 +5,9 @@ Every module that needs a path of the repository takes it from here (one ``__fil
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from helpers.infra.settings import setting
 
 __all__ = ["ROOT", "DATA_DIR", "RESULTS_DIR", "default_cache_dir"]
 
@@ -17,4 +18,4 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"  # measured figures the notebooks 
 
 def default_cache_dir() -> Path:
     """``$DPO_CACHE_DIR``, else ``.cache/`` in the repository (git-ignored)."""
-    return Path(os.environ.get("DPO_CACHE_DIR", ROOT / ".cache"))
+    return Path(setting("DPO_CACHE_DIR", str(ROOT / ".cache")))  # blank: the default

@@ -14,6 +14,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+from helpers.infra.settings import setting
+
 __all__ = ["Runtime", "detect", "hub_endpoint", "hub_problem", "hub_reachable", "require_hub", "offline_forced",
            "quick", "precision_flags", "banner", "HubUnavailableError"]
 
@@ -36,8 +38,9 @@ def offline_forced() -> bool:
 
 
 def quick() -> bool:
-    """``DPO_QUICK=1``: the notebooks shrink steps, rows, prompts and generated tokens (a smoke test of the code)."""
-    return os.environ.get("DPO_QUICK", "").strip().lower() in _TRUE
+    """``DPO_QUICK=1``: the notebooks shrink steps, rows, prompts and generated tokens (a smoke test of the code).
+    A value that is not a boolean (``ture``, ``2``) is an error naming it (``helpers.infra.settings``)."""
+    return setting("DPO_QUICK", False)
 
 
 def hub_endpoint() -> str:
@@ -73,13 +76,9 @@ def _probe(endpoint: str, timeout: float) -> str | None:
 
 def probe_timeout() -> float:
     """Seconds the hub probe waits: ``DPO_HUB_TIMEOUT`` (a slow network, a loaded machine), else 2."""
-    raw = os.environ.get("DPO_HUB_TIMEOUT", "").strip()
-    try:
-        value = float(raw) if raw else 2.0
-    except ValueError:
-        raise ValueError(f"DPO_HUB_TIMEOUT must be a number of seconds > 0, got {raw!r}") from None
+    value = setting("DPO_HUB_TIMEOUT", 2.0)  # finite: "inf" fails here, not in every banner cell
     if not value > 0:
-        raise ValueError(f"DPO_HUB_TIMEOUT must be a number of seconds > 0, got {raw!r}")
+        raise ValueError(f"DPO_HUB_TIMEOUT must be a number of seconds > 0, got {value!r}")
     return value
 
 
@@ -181,10 +180,12 @@ def banner(rt: Runtime | None = None, *, model: str | None = None, offline_model
     ]
     if model:
         lines.append(f" model      : {model}")
-    if rt.hub and os.environ.get("DPO_HUB_NOTE"):  # set by `make run-online` when it serves its own local hub
-        lines.append(f" hub        : {os.environ['DPO_HUB_NOTE']}")
-    if quick():
+    if rt.hub and setting("DPO_HUB_NOTE", ""):  # set by `make run-online` when it serves its own local hub
+        lines.append(f" hub        : {setting('DPO_HUB_NOTE', '')}")
+    if quick() and rt.hub:
         lines.append(" DPO_QUICK  : on: steps, rows, prompts and generated tokens are shrunk to a smoke test (CI);")
         lines.append("              the numbers below show that the code runs, not what DPO does")
+    elif quick():  # the shrunk sizes are the online knobs; offline the toy world's measured settings run in full
+        lines.append(" DPO_QUICK  : on, but without the hub the toy world's own settings run unshrunk")
     lines.append("=" * 64)
     return "\n".join(lines)
