@@ -71,7 +71,7 @@ def load_judge(model_id: str = JUDGE_MODEL, *, max_length: int = 2048, batch_siz
 
     Raises ``HubDownloadError`` (unknown id, a download that breaks: what failed and what to do),
     ``HubUnavailableError`` (no hub and not cached) and ``ValueError`` for bad arguments or a model that is not a
-    one-logit sequence classifier with a chat template.
+    one-logit sequence classifier with a trained score head and a chat template.
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -88,13 +88,16 @@ def load_judge(model_id: str = JUDGE_MODEL, *, max_length: int = 2048, batch_siz
             raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     path, source = resolve_source(model_id)
     rt = detect(check_hub=False)
-    prec = precision_flags(rt)
-    dtype = torch.float32 if rt.device != "cuda" else torch.bfloat16 if prec["bf16"] else torch.float16
+    dtype = torch.float32 if rt.device != "cuda" else torch.bfloat16 if precision_flags(rt)["bf16"] else torch.float16
     with progress_bars_off():
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, output_loading_info=True)
     if model.config.num_labels != 1:
         raise ValueError(f"{model_id} has {model.config.num_labels} output labels; a reward model has one")
+    # a causal LM (or a base model) loaded as a classifier: its score head is random, its scores noise
+    if fresh := sorted(k for k in info.get("missing_keys", ()) if k.split(".")[0] in ("score", "classifier")):
+        raise ValueError(f"{model_id} has no trained score head ({', '.join(fresh)} newly initialised): it is not a "
+                         "reward model. Give a reward model (AutoModelForSequenceClassification, one label)")
     if not tok.chat_template:
         raise ValueError(f"{model_id}'s tokenizer has no chat template: the judge could not format a conversation")
     if tok.pad_token is None:

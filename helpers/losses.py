@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from helpers.infra.checks import number
 
-__all__ = ["LOSS_TYPES", "LOSS_INFO", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight", "chosen_push"]
+__all__ = ["LOSS_TYPES", "LOSS_INFO", "BETA_RANGE", "DPOLossOutput", "dpo_loss", "implicit_margin", "gradient_weight",
+           "chosen_push"]
 
 
 # The loss first (the lesson); what it returns, its relatives, the table of variants and the checks below.
@@ -141,6 +142,9 @@ LOSS_INFO: dict[str, tuple[str, str]] = {
     ),
 }
 LOSS_TYPES: tuple[str, ...] = tuple(LOSS_INFO)
+# beta outside this range overflows float32: beta * log-ratio (sigmoid, hinge) or 1 / (2 beta) (IPO) becomes inf, and
+# the loss and its gradient inf or NaN (beta 1e39, 1e-320). The course's sweeps use 0.01 to 100.
+BETA_RANGE: tuple[float, float] = (1e-6, 1e6)
 _NEEDS_LENGTHS = frozenset({"ipo", "sigmoid_norm"})
 
 
@@ -194,7 +198,8 @@ def _check(
     chosen_lengths: torch.Tensor | None,
     rejected_lengths: torch.Tensor | None,
 ) -> None:
-    beta = number(beta, "beta", low=0, low_open=True)
+    beta = number(beta, "beta", low=BETA_RANGE[0], high=BETA_RANGE[1],
+                  allowed=f"a number in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}] (beyond it the loss overflows)")
     if loss_type not in LOSS_INFO:
         raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
     label_smoothing = number(label_smoothing, "label_smoothing", low=0, high=0.5, high_open=True,

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.infra import outputs
 from helpers.infra.checks import number
 from helpers.infra.files import read_json, write_json
 from helpers.infra.smollm2 import MODEL_ID
-from helpers.losses import LOSS_TYPES
+from helpers.losses import BETA_RANGE, LOSS_TYPES
 from helpers.models import LoraSettings
 from helpers.worlds.toy_model import TOY_DPO
 
@@ -107,7 +108,7 @@ class DPORecipe:
         def num(name: str, **kw):  # numpy/torch scalars accepted; stored as plain Python numbers
             object.__setattr__(self, name, number(getattr(self, name), name, **kw))
 
-        num("beta", low=0, low_open=True, allowed="a finite number > 0 (the KL anchor's strength)")
+        num("beta", low=BETA_RANGE[0], high=BETA_RANGE[1], allowed=f"in {list(BETA_RANGE)} (the KL anchor's strength)")
         num("learning_rate", low=0, high=1, low_open=True, high_open=True, allowed="a finite number in (0, 1)")
         need(self.loss_type in LOSS_TYPES, "loss_type", f"one of {list(LOSS_TYPES)}")
         num("sft_weight", low=0, allowed="a finite number >= 0 (0: no SFT term)")
@@ -329,8 +330,6 @@ def unsloth_patch_warning(model, trainer, device: str) -> str | None:
 def prepare_output_dir(recipe: DPORecipe) -> Path:
     """Lock ``recipe.output_dir``, create it and record the recipe; checkpoints of a run that differs in a
     ``RUN_IDENTITY`` field are moved aside (``helpers.infra.outputs.prepare_output_dir``)."""
-    from helpers.infra import outputs
-
     return outputs.prepare_output_dir(recipe.output_dir, recipe.to_dict(), defaults=DPORecipe().to_dict(),
                                       identity=RUN_IDENTITY)
 
@@ -338,13 +337,14 @@ def prepare_output_dir(recipe: DPORecipe) -> Path:
 def train_with_resume(trainer, recipe: DPORecipe):
     """``trainer.train()`` continuing from the last checkpoint when ``recipe.resume``; the stop button saves one
     (``helpers.infra.outputs.train_with_resume``)."""
-    from helpers.infra import outputs
-
     return outputs.train_with_resume(trainer, recipe.output_dir, resume=recipe.resume, max_steps=recipe.max_steps)
 
 
 def save_adapter(model, tokenizer, out_dir: str | Path, *, merge: bool = False) -> dict[str, str]:
-    """Save the LoRA adapter + tokenizer to ``out_dir/adapter`` (and a merged full model to ``out_dir/merged``)."""
+    """Save the LoRA adapter + tokenizer to ``out_dir/adapter`` (and a merged full model to ``out_dir/merged``).
+    ``ValueError`` for a model without a LoRA adapter (``save_pretrained`` would write the whole model there)."""
+    if not getattr(model, "peft_config", None):
+        raise ValueError(f"model is a {type(model).__name__} without a LoRA adapter: nothing to save as an adapter")
     out = Path(out_dir)
     paths = {"adapter": str(out / "adapter")}
     model.save_pretrained(paths["adapter"])

@@ -27,12 +27,66 @@ __all__ = ["sweep_key", "reference_key", "run_sweep", "replay_trl_steps", "LOOPS
 LOOPS = ("trl", "scratch")
 
 
-def sweep_key(recipe, model_source: str, measure: dict) -> str:
-    """sha256 (16 hex) of the recipe (without output paths), the model directory name and the measurement settings."""
+def sweep_settings(recipe, model_source: str, measure: dict) -> dict[str, Any]:
+    """What a sweep run's result depends on: the recipe (without output paths), the model directory name and the
+    measurement settings. Stored in each cache entry (``"settings"``), so a cache miss can say what differs."""
     d = {k: v for k, v in recipe.to_dict().items() if k not in ("output_dir", "resume", "merge", "eval_steps",
                                                                   "save_steps", "logging_steps")}
-    blob = json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 6}, sort_keys=True)
+    return json.loads(json.dumps({"recipe": d, "model": Path(model_source).name, "measure": measure, "v": 6}))
+
+
+def sweep_key(recipe, model_source: str, measure: dict) -> str:
+    """sha256 (16 hex) of ``sweep_settings``: the name of the run's cache entry."""
+    blob = json.dumps(sweep_settings(recipe, model_source, measure), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def settings_difference(want: dict[str, Any], have: dict[str, Any], limit: int = 4) -> str:
+    """The settings in which a cached run ``have`` differs from the run asked for (``want``), e.g.
+    ``"recipe.beta 0.1 here, 0.3 there; measure.reward 'toy_reward' here, None there"``."""
+    def leaves(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(leaves(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = leaves(want), leaves(have)
+    diff = [f"{k} {a.get(k)!r} here, {b.get(k)!r} there" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diff[:limit]) + (f"; and {len(diff) - limit} more" if len(diff) > limit else "")
+
+
+RUN_AHEAD_NOTE = ".run-ahead"  # in a sweep cache: which entries a run-ahead put there (helpers.course.runahead)
+
+
+def _miss_note(cache: Path, planned: int, missing: list[dict[str, Any]]) -> str | None:
+    """When a run-ahead filled ``cache`` (its ``RUN_AHEAD_NOTE``) and some planned runs (``missing``: their
+    ``sweep_settings``) are not in it: how many match, and how the nearest run-ahead run differs from the first
+    missing one (the setting a learner changed, or a judge that did not load). None otherwise."""
+    try:
+        pack = json.loads((cache / RUN_AHEAD_NOTE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not missing:
+        return None
+    others = []
+    for name in pack.get("files", []):
+        try:
+            s = json.loads((cache / name).read_text()).get("settings")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(s, dict):
+            others.append(s)
+    if not others:
+        return (f"NOTE: {planned - len(missing)} of {planned} runs are in the run-ahead from {pack.get('source')}; "
+                f"the other {len(missing)} train now (its results do not record their settings, so what differs "
+                "cannot be said)")
+    nearest = min(others, key=lambda s: settings_difference(missing[0], s, limit=10**6).count(" here, "))
+    return (f"NOTE: {planned - len(missing)} of {planned} runs are in the run-ahead from {pack.get('source')}; the "
+            f"other {len(missing)} train now. The nearest run-ahead run differs from them in: "
+            f"{settings_difference(missing[0], nearest)}")
 
 
 # What the reference measurement depends on: the model, the held-out data and how it is cut, the sampling seed and
@@ -159,13 +213,20 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
         return state["ref_logps"]
 
     rows = []
+    wanted = [sweep_settings(base.replace(**point), source, measure) for point in grid]
+    missing = [w for w, p in zip(wanted, grid, strict=True)
+               if not (cache / f"{sweep_key(base.replace(**p), source, measure)}.json").exists()]
+    note = _miss_note(cache, len(grid), missing)
+    if note:
+        print(note)
     bar = tqdm(grid, desc="sweep", disable=not progress)
-    for point in bar:
+    for point, settings in zip(bar, wanted, strict=True):
         recipe = base.replace(**point)
         f = cache / f"{sweep_key(recipe, source, measure)}.json"
         bar.set_postfix(point)
         row = _cached(f)
         if row is not None:
+            row.pop("settings", None)
             row["cached"] = True
             rows.append(row)
             continue
@@ -218,7 +279,7 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
                "delta_logps_rejected_se": after["delta_logps/rejected_se"], **m, "train_seconds": round(seconds, 2),
                "steps": steps, "loop": loop,
                "path": path + [{"step": steps, **{k: m[k] for k in _PATH_KEYS if k in m}}]}
-        write_json(f, row)
+        write_json(f, {**row, "settings": settings})
         rows.append({**row, "cached": False})
     bar.close()
     if not ref_file.exists():  # every point was cached but this reference measurement was not

@@ -41,22 +41,36 @@ class _JudgeServer:
                     ctype, body = "text/html", b"<html><body>Bad gateway</body></html>"
                 elif kind == "json":
                     body = json.dumps(value).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left, as the "sleep" step means it to
 
             def log_message(self, *a):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # Handler threads are joined by server_close(), so none outlives its test. One that did (a "sleep" step
+            # waking after the test) printed a traceback from its thread while a later test called ast.parse:
+            # Python 3.11.7's traceback carets call ast.parse too, and its AST constructor keeps one recursion counter
+            # per interpreter (CPython gh-106905, fixed in 3.11.8), so CI's test_layers failed with "AST constructor
+            # recursion depth mismatch".
+            daemon_threads = False
+            block_on_close = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serving = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serving.start()
 
     def close(self):
         self.server.shutdown()
-        self.server.server_close()
+        self.server.server_close()  # joins the handler threads
+        self._serving.join(timeout=10)
 
 
 def _rows(n):
@@ -132,6 +146,7 @@ def test_every_judge_failure_is_counted_per_prompt_and_the_rest_still_judged(mon
     script = [("content", "A"), ("content", "Answer: B"), ("content", "**B**"), ("content", "Both are fine"),
               ("status", 401), ("html", None), ("content", None), ("json", {"error": {"message": "overloaded"}}),
               ("sleep", 3), ("content", "tie")]
+    threads_before = set(threading.enumerate())
     srv = _JudgeServer(script)
     try:
         monkeypatch.setenv("DPO_JUDGE_URL", srv.url)
@@ -141,6 +156,8 @@ def test_every_judge_failure_is_counted_per_prompt_and_the_rest_still_judged(mon
         res = judge_pairs(judge, rows, n=10, seed=0)
     finally:
         srv.close()
+    left = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    assert not left, f"the judge server left threads running after its test: {left}"
     assert res["asked"] == 10 and res["judged"] == 4
     assert res["errors"] == {"unparseable": 1, "HTTP 401": 1, "not JSON": 1, "no content": 2, "timeout": 1}
     assert res["tie"] == 1 and res["policy"] + res["reference"] == 3
@@ -301,3 +318,18 @@ def test_a_judge_the_hub_lacks_is_said_with_its_id_and_parameter_and_the_noteboo
     assert "NO JUDGE" in out and "JUDGE_MODEL='someone/other-rm'" in out and "without judge numbers" in out
     assert J.try_load_judge("", parameter="JUDGE_MODEL") is None
     assert "JUDGE_MODEL is empty" in capsys.readouterr().out
+
+
+def test_a_causal_lm_checkpoint_is_refused_as_a_judge_not_scored_by_a_random_head(tiny_model_dir, tmp_path):
+    """Issue 35: a causal-LM checkpoint whose config says num_labels=1 was accepted as a judge with a freshly
+    initialised score head, and not labelled random."""
+    import shutil
+
+    from helpers.judge import load_judge
+
+    lm = tmp_path / "lm"
+    shutil.copytree(tiny_model_dir, lm)
+    cfg = json.loads((lm / "config.json").read_text())
+    (lm / "config.json").write_text(json.dumps({**cfg, "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}))
+    with pytest.raises(ValueError, match=r"has no trained score head \(score.weight newly initialised\)"):
+        load_judge(str(lm), verbose=False)

@@ -102,6 +102,21 @@ def test_bad_beta_raises(beta):
         dpo_loss(pc, pr, rc, rr, beta=beta)
 
 
+@pytest.mark.parametrize(("beta", "loss_type"), [(1e39, "sigmoid"), (1e-320, "ipo"), (2e6, "hinge"), (1e-7, "ipo")])
+def test_a_beta_that_would_overflow_the_loss_is_refused(beta, loss_type):
+    """Issue 35: beta 1e39 (sigmoid) and 1e-320 (IPO) passed the check and gave inf/NaN losses and gradients."""
+    pc, pr, rc, rr = (t.float() for t in _logps())  # float32, as training computes them
+    lengths = torch.full_like(pc, 5.0)
+    with pytest.raises(ValueError, match=r"beta must be a number in \[1e-06, 1e\+06\]"):
+        dpo_loss(pc, pr, rc, rr, beta=beta, loss_type=loss_type, chosen_lengths=lengths, rejected_lengths=lengths)
+    for edge in (1e-6, 1e6):  # the ends of the range keep the loss and its gradient finite
+        x = pc.clone().requires_grad_(True)
+        out = dpo_loss(x, pr, rc, rr, beta=edge, loss_type=loss_type, chosen_lengths=lengths,
+                       rejected_lengths=lengths)
+        out.losses.sum().backward()
+        assert torch.isfinite(out.losses).all() and torch.isfinite(x.grad).all(), (edge, loss_type)
+
+
 @pytest.mark.parametrize("ls", [-0.01, 0.5, 0.9])
 def test_bad_label_smoothing_raises(ls):
     pc, pr, rc, rr = _logps()

@@ -51,6 +51,30 @@ def test_incomplete_or_truncated_checkpoints_are_skipped_with_a_note(four_steps,
     assert "adapter_model.safetensors unreadable" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("victim", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "adapter_config.json"])
+def test_a_checkpoint_with_any_unreadable_state_file_is_set_aside_and_the_run_resumes_from_the_one_before(
+        four_steps, tmp_path, capsys, victim):
+    """Issue 35: a truncated optimizer.pt (a disconnect mid-save) passed the check, then every rerun died in torch.load
+    with "OSError: [Errno 22] Invalid argument", naming no file."""
+    import shutil
+
+    from helpers.infra.outputs import last_checkpoint
+    from helpers.recipe import run_recipe
+
+    out = tmp_path / "run"
+    shutil.copytree(four_steps, out)
+    f = out / "checkpoint-4" / victim
+    assert f.exists(), sorted(p.name for p in f.parent.iterdir())
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    assert last_checkpoint(out) == str(out / "checkpoint-2")
+    assert f"checkpoint-4 is incomplete ({victim} unreadable" in capsys.readouterr().out
+    assert (out / "incomplete-checkpoint-4" / victim).exists(), "kept, not deleted"
+    if victim == "optimizer.pt":  # and training goes on from checkpoint-2 to the end
+        run_recipe(_recipe(out), verbose=False)
+        assert "resuming from" in capsys.readouterr().out
+        assert json.loads((out / "metrics.json").read_text())["global_step"] == 4
+
+
 def test_max_steps_below_an_existing_checkpoint_is_refused(four_steps, tmp_path):
     """Defect 4: --max-steps 4 over checkpoint-8 ran step 9 and wrote metrics saying max_steps 4."""
     import shutil

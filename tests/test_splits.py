@@ -156,3 +156,20 @@ def test_saved_toy_splits_are_rebuilt_when_the_toy_files_change(tmp_path, monkey
     monkeypatch.setattr(splits, "_toy_fingerprint", lambda: "changed-data")
     load_or_build_splits(out, source="toy")
     assert "stale toy data" in capsys.readouterr().out
+
+
+def test_a_bad_row_is_named_by_its_file_and_line_not_its_place_in_the_shuffled_split(tmp_path, shared_hh_path):
+    """Issue 35: a bad row on line 12 of a local file was reported as "row 10" (its place in the shuffled split),
+    naming neither file nor split."""
+    import gzip
+
+    from helpers.worlds.splits import resolve_hh
+
+    opener = gzip.open if shared_hh_path.suffix == ".gz" else open
+    with opener(shared_hh_path, "rt", encoding="utf-8") as f:
+        good = [next(f) for _ in range(20)]
+    lines = good[:5] + ["\n"] + good[5:10] + ['{"chosen": 5, "rejected": "Human: hi"}\n'] + good[10:]
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text("".join(lines))  # the bad row is on line 12 (a blank line 6 before it)
+    with pytest.raises(ValueError, match=f"{bad}, line 12: "):
+        resolve_hh(source=str(bad))

@@ -47,7 +47,7 @@ from helpers.course.gguf import (  # the GGUF format's side (standard library on
     modelfile_text,
     read_fields,
 )
-from helpers.infra.files import read_json
+from helpers.infra.files import building_dir, read_json, write_json
 
 __all__ = ["save_merged", "push_to_hub", "REPO_ID", "is_hub_id", "trained_adapter", "GGUF_TYPES", "CONVERTER",
            "export_gguf", "GgufExport", "adapter_folder", "converter_dir", "ensure_converter", "llama_architectures",
@@ -83,51 +83,21 @@ def save_merged(adapter_dir: str | Path, base_model: str | Path, out_dir: str | 
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
-    out = Path(out_dir)
-    _check_replaceable(out, "merged")  # before any work: never delete what the course did not make
-    model, tok = load_policy(adapter_dir, base_model)  # fp32 base + adapter; ValueError if no adapter
-    merged = model.merge_and_unload()
-    merged = merged.to(getattr(torch, dtype))
-    merged.config.dtype = getattr(torch, dtype)  # transformers 5: `dtype` (torch_dtype is deprecated)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # refused before any work (never delete what the course did not make); swapped in only when complete
+    with building_dir(Path(out_dir), kind="merged export", also_ours=(MARKER,)) as tmp:
+        model, tok = load_policy(adapter_dir, base_model)  # fp32 base + adapter; ValueError if no adapter
+        merged = model.merge_and_unload()
+        merged = merged.to(getattr(torch, dtype))
+        merged.config.dtype = getattr(torch, dtype)  # transformers 5: `dtype` (torch_dtype is deprecated)
         with progress_bars_off():
             merged.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps({"kind": "merged", "adapter": str(adapter_dir), "base": str(base_model),
-                                              "dtype": dtype}) + "\n")
-        _check_replaceable(out, "merged")  # again: something may have appeared there while the merge ran
-        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
-        if out.exists():
-            out.rename(old)  # the earlier export moves aside only now that the new one is complete
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+        write_json(tmp / MARKER, {"kind": "merged", "adapter": str(adapter_dir), "base": str(base_model),
+                                  "dtype": dtype})
+    return Path(out_dir)
 
 
-MARKER = ".dpo-course-export.json"  # in every folder an export writes: what made it (the only folders it replaces)
-
-
-def _check_replaceable(out: Path, kind: str) -> None:
-    """``ValueError`` unless ``out`` is absent, an empty folder, or an earlier ``kind`` export (its ``MARKER``)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"out_dir {out} is a file: give a folder")
-    if not any(out.iterdir()):
-        return
-    try:
-        made = json.loads((out / MARKER).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        made = None
-    if made != kind:
-        raise ValueError(f"out_dir {out} already holds files that are not an earlier {kind} export of this course "
-                         f"(no {MARKER} saying so): nothing was written or deleted. Choose another folder, or empty "
-                         "this one yourself")
+MARKER = ".dpo-course-export.json"  # in every merged export: what it was made from (earlier versions: what made it)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None, private: bool = True,
@@ -172,7 +142,7 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
     p = Path(train_dir)
     for adapter in (p / "adapter", p):
         if (adapter / "adapter_config.json").exists() and (p / "metrics.json").exists():
-            return adapter, read_json(p / "metrics.json", what="notebook 03's metrics")
+            return _checked(adapter, read_json(p / "metrics.json", what="notebook 03's metrics"), p)
     name = str(train_dir)
     if is_hub_id(name):
         from huggingface_hub import snapshot_download
@@ -185,10 +155,10 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
             raise FileNotFoundError(f"hub repository {name} holds no adapter_config.json + metrics.json (push the "
                                     f"adapter with notebook 03's export section)")
         print(f"adapter: hub repository {name} -> {local}")
-        return local, read_json(local / "metrics.json", what=f"hub repository {name}'s metrics")
+        return _checked(local, read_json(local / "metrics.json", what=f"hub repository {name}'s metrics"), name)
     if recipe is None:
-        raise FileNotFoundError(f"no trained adapter in {p} (adapter/ and metrics.json): run notebook 03, or give "
-                                f"TRAIN_DIR as the hub id of a pushed adapter")
+        raise FileNotFoundError(f"no trained adapter in {p.resolve()} (adapter/ and metrics.json): run notebook 03, "
+                                "or give TRAIN_DIR as the hub id of a pushed adapter")
     from helpers.course.estimate import expected_time
     from helpers.recipe import run_recipe, toy_style
 
@@ -199,6 +169,25 @@ def trained_adapter(train_dir: str | Path, recipe=None) -> tuple[Path, dict[str,
     run_recipe(recipe, **toy_style(recipe))
     print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min (loading and evaluation included)")
     return p / "adapter", read_json(p / "metrics.json", what="notebook 03's metrics")
+
+
+def _checked(adapter: Path, metrics: Any, where: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(adapter, metrics)`` once the adapter has weights and ``metrics`` describes a run of this course's recipe:
+    ``FileNotFoundError`` / ``ValueError`` naming ``where`` and what differs otherwise."""
+    from dataclasses import fields
+
+    from helpers.recipe import DPORecipe
+
+    adapter = adapter_folder(adapter)  # weights present
+    recipe = metrics.get("recipe") if isinstance(metrics, dict) else None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{where}: metrics.json holds no 'recipe' object: it was not written by notebook 03")
+    unknown = sorted(set(recipe) - {f.name for f in fields(DPORecipe)})
+    if unknown:
+        raise ValueError(f"{where}: its metrics.json records recipe fields this course does not know ({unknown}): "
+                         "it was made by another version of the course. Use a run of this version (retrain with "
+                         "notebook 03, or ask the instructor for a current run-ahead)")
+    return adapter, metrics
 
 
 # --- GGUF ---------------------------------------------------------------------------------------------------

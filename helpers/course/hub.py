@@ -46,6 +46,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from helpers.infra.files import MARKER, building_dir
 from helpers.infra.paths import ROOT
 from helpers.infra.settings import setting
 
@@ -116,7 +117,7 @@ def _model_files(out: Path) -> None:
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
     for f in src.iterdir():
-        if f.is_file() and f.name not in ("model.safetensors", "conversion.json"):
+        if f.is_file() and f.name not in ("model.safetensors", "conversion.json", MARKER):
             shutil.copy2(f, out / f.name)
     cfg = json.loads((out / "config.json").read_text())
     cfg["dtype"] = "bfloat16"  # as on the hub
@@ -198,27 +199,24 @@ def build_repos(root: str | Path | None = None, *, rows_file: str | Path = SHARE
         raise HubError("olah serves git repositories: git must be on PATH")
     t0 = time.perf_counter()
     print(f"building the local hub's repositories in {root} (once per content; cached afterwards)", flush=True)
-    tmp = root.with_name(root.name + f".tmp-{time.time_ns()}")
-    model = tmp / "mirrors" / "models" / MODEL_REPO
-    data = tmp / "mirrors" / "datasets" / DATASET_REPO
-    judge = tmp / "mirrors" / "models" / JUDGE_REPO
-    for d in (model, data, judge):
-        d.mkdir(parents=True)
-    _model_files(model)
-    n_rows = _dataset_files(data, rows_file)
-    _judge_files(judge, rows_file)
-    shas = {MODEL_REPO: _commit_repo(model, "SmolLM2-135M-Instruct (packaged GGUF, dequantised, bf16)"),
-            DATASET_REPO: _commit_repo(data, f"{n_rows} HH-RLHF rows from {rows_file.name}"),
-            JUDGE_REPO: _commit_repo(judge, "a random-weight stand-in of the reward model's architecture")}
-    _seed_olah_cache(tmp / "repos", "models", MODEL_REPO, shas[MODEL_REPO])
-    _seed_olah_cache(tmp / "repos", "datasets", DATASET_REPO, shas[DATASET_REPO])
-    _seed_olah_cache(tmp / "repos", "models", JUDGE_REPO, shas[JUDGE_REPO])
-    (tmp / "hub.json").write_text(json.dumps({"fingerprint": fp, "layout": _LAYOUT, "commits": shas,
-                                              "rows_file": str(rows_file), "rows": n_rows, "test_rows": TEST_ROWS,
-                                              "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
-    if root.exists():
-        shutil.rmtree(root)
-    tmp.rename(root)
+    with building_dir(root, kind="local hub", also_ours=("hub.json",)) as tmp:
+        model = tmp / "mirrors" / "models" / MODEL_REPO
+        data = tmp / "mirrors" / "datasets" / DATASET_REPO
+        judge = tmp / "mirrors" / "models" / JUDGE_REPO
+        for d in (model, data, judge):
+            d.mkdir(parents=True)
+        _model_files(model)
+        n_rows = _dataset_files(data, rows_file)
+        _judge_files(judge, rows_file)
+        shas = {MODEL_REPO: _commit_repo(model, "SmolLM2-135M-Instruct (packaged GGUF, dequantised, bf16)"),
+                DATASET_REPO: _commit_repo(data, f"{n_rows} HH-RLHF rows from {rows_file.name}"),
+                JUDGE_REPO: _commit_repo(judge, "a random-weight stand-in of the reward model's architecture")}
+        _seed_olah_cache(tmp / "repos", "models", MODEL_REPO, shas[MODEL_REPO])
+        _seed_olah_cache(tmp / "repos", "datasets", DATASET_REPO, shas[DATASET_REPO])
+        _seed_olah_cache(tmp / "repos", "models", JUDGE_REPO, shas[JUDGE_REPO])
+        (tmp / "hub.json").write_text(json.dumps({"fingerprint": fp, "layout": _LAYOUT, "commits": shas,
+                                                  "rows_file": str(rows_file), "rows": n_rows, "test_rows": TEST_ROWS,
+                                                  "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
     print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
     return root
 

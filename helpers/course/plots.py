@@ -55,7 +55,7 @@ def plot_training_curves(log_history: list[dict], path: str | Path | None = None
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=100)
+        _save(fig, path)
     return fig
 
 
@@ -99,7 +99,7 @@ def plot_beta_sweep(rows: list[dict], ref: dict, path: str | Path, *, reward_nam
     ax[2].set(xlabel="beta", ylabel="Δ log p vs reference, held-out (± 1 s.e.)", title="what moved")
     ax[2].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return fig
 
 
@@ -120,5 +120,17 @@ def plot_scores_lengths(rows: list[dict], key: str, path: str | Path, *, tokens:
     ax[1].set(xlabel="response tokens", title=f"lengths: {tokens[0]:.1f} -> {tokens[1]:.1f} tokens on average")
     ax[1].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return fig
+
+
+def _save(fig, path) -> None:
+    """``fig`` at ``path`` (its suffix the format: png, svg, pdf), written atomically (``helpers.infra.files``): an
+    interrupt never leaves half a figure."""
+    import io
+
+    from helpers.infra.files import write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
+    write_bytes(path, buf.getvalue())

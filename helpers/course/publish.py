@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from helpers.infra.files import write_text
+
 __all__ = ["FIRST_CELL", "first_cell", "github_repo", "badge", "publish", "main", "NOTEBOOK_GLOB"]
 
 NOTEBOOK_GLOB = "notebooks/[0-9][0-9]_*.ipynb"
@@ -110,7 +112,7 @@ def publish(url: str, ref: str = "", root: str | Path = ".") -> list[str]:
         f"{README_START}\n{rows}\n{README_END}"
     new_text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: block, text, flags=re.S)
     if new_text != text:
-        readme.write_text(new_text)
+        write_text(readme, new_text)
         changed.append("README.md")
     return changed
 

@@ -116,8 +116,14 @@ def prepare_output_dir(output_dir: str | Path, run: dict[str, Any], *, defaults:
 
 
 def checkpoint_problem(ckpt: str | Path) -> str | None:
-    """Why ``ckpt`` cannot be resumed from (None: it can): a missing or unreadable ``trainer_state.json``, or
-    model weights that are missing or not a readable safetensors file (e.g. truncated by a full disk)."""
+    """Why ``ckpt`` cannot be resumed from (None: it can). Every file that resuming loads is read through:
+    ``trainer_state.json`` (required) and every other JSON file; the model weights (required: a readable
+    safetensors file, e.g. not truncated by a full disk); and each torch-saved state that is present
+    (``optimizer.pt``, ``scheduler.pt``, ``rng_state*.pth``, ``scaler.pt``, ``training_args.bin``: zip archives whose
+    every member must pass its CRC check). A missing ``optimizer.pt`` is allowed (``train_with_resume`` says what it
+    means); a present but unreadable one is not."""
+    import zipfile
+
     from safetensors import safe_open
 
     ckpt = Path(ckpt)
@@ -125,6 +131,11 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
         json.loads((ckpt / "trainer_state.json").read_text())
     except (OSError, ValueError) as e:
         return f"trainer_state.json {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'}"
+    for f in sorted(ckpt.glob("*.json")):
+        try:
+            json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            return f"{f.name} unreadable ({type(e).__name__})"
     weights = [ckpt / n for n in ("adapter_model.safetensors", "model.safetensors") if (ckpt / n).exists()]
     if not weights:
         return "no adapter_model.safetensors / model.safetensors"
@@ -135,6 +146,14 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
                     f.get_tensor(k)
         except Exception as e:  # SafetensorError, OSError: the file is not what it claims
             return f"{w.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
+    for state in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth"), *ckpt.glob("*.bin")]):
+        try:  # torch.save writes a zip archive: a truncated one has no central directory, a damaged one a bad CRC
+            with zipfile.ZipFile(state) as z:
+                bad = z.testzip()
+            if bad is not None:
+                return f"{state.name} unreadable (member {bad} fails its CRC check)"
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{state.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
     return None
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import time
 from pathlib import Path
+
+from helpers.infra.files import building_dir, write_json
 
 __all__ = ["GGUF_FILE", "PACKAGE", "PACKAGED_NOTE", "packaged_gguf", "converted_dir", "packaged_available",
            "packaged_model_dir", "load_packaged_gguf", "hub_tokenizer_settings", "HUB_DECODER"]
@@ -143,18 +144,15 @@ def packaged_model_dir(cache_dir: str | Path | None = None, *, verbose: bool = T
     tok.clean_up_tokenization_spaces = False  # as on the hub; True makes transformers warn on every decode (BPE)
     if tok.eos_token_id != src.config.eos_token_id:
         raise RuntimeError(f"eos id {tok.eos_token_id} != the model's eos_token_id {src.config.eos_token_id}")
-    tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
-    with progress_bars_off():  # "Writing model shards" for one shard
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    hub_tokenizer_settings(tmp / "tokenizer.json")
-    (tmp / "conversion.json").write_text(json.dumps({
-        "layout": _LAYOUT, "source": str(gguf), "note": PACKAGED_NOTE,
-        "parameters": sum(p.numel() for p in plain.parameters()), "seconds": round(time.perf_counter() - t0, 1),
-    }, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with building_dir(out, kind="converted SmolLM2", also_ours=("conversion.json",)) as tmp:
+        with progress_bars_off():  # "Writing model shards" for one shard
+            plain.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        hub_tokenizer_settings(tmp / "tokenizer.json")
+        write_json(tmp / "conversion.json", {
+            "layout": _LAYOUT, "source": str(gguf), "note": PACKAGED_NOTE,
+            "parameters": sum(p.numel() for p in plain.parameters()), "seconds": round(time.perf_counter() - t0, 1),
+        })
     if verbose:
         print(f"converted in {time.perf_counter() - t0:.0f} s")
     return out

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.infra.files import write_json, write_text
 from helpers.infra.paths import DATA_DIR
 from helpers.worlds.toy import CAPITALS, COLORS, NUMBERS, OPPOSITES, SOUNDS
 
@@ -336,7 +337,7 @@ def build(out_dir: str | Path = DATA_DIR, *, n: int = N_SAMPLES, seed: int = SEE
            "reference": {k: pass_rate(split[k], samples[k]) for k in split},
            "samples": {k: {str(q.id): [[t, s] for t, s in ss] for q, ss in zip(split[k], samples[k], strict=True)}
                        for k in split}}
-    (Path(out_dir) / FILES["manifest"]).write_text(json.dumps(man, indent=1, ensure_ascii=False) + "\n")
+    write_json(Path(out_dir) / FILES["manifest"], man, indent=1, ensure_ascii=False)
     return man
 
 
@@ -347,7 +348,7 @@ def write_pairs(out_dir: str | Path, split: dict[str, list[Question]], samples: 
     counts = {}
     for k in ("train", "test"):
         rows = make_pairs(split[k], samples[k])
-        (out / FILES[k]).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_text(out / FILES[k], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         counts[k] = len(rows)
     return counts
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from helpers.data import format_hh
+from helpers.infra.files import building_dir, write_json
 from helpers.infra.paths import DATA_DIR
 from helpers.worlds.toy import TOY_FILES
 
@@ -161,7 +160,9 @@ def resolve_hh(
         raw = {s: load_hh(p, limit=limit if s == "train" else test_limit) for s, p in toy_paths.items()}
         note = "offline default: the toy politeness world (helpers.worlds.toy), data/toy_hh_*.jsonl"
     elif _is_local(source):
-        raw = _split_rows(load_hh(source, limit=limit), test_fraction, seed)
+        rows = load_hh(source, limit=limit)
+        _check_rows(rows, source)  # before the shuffle: a bad row is named by its line in the file
+        raw = _split_rows(rows, test_fraction, seed)
         if test_limit:
             raw["test"] = raw["test"][:test_limit]
         note = f"local file {source}: {len(raw['train'])} train / {len(raw['test'])} test rows (seed {seed})"
@@ -180,7 +181,10 @@ def resolve_hh(
             return fb
     data, dropped = {}, {}
     for split, rows in raw.items():
-        data[split], dropped[split] = format_hh(rows, desc=f"parsing {split}")
+        try:
+            data[split], dropped[split] = format_hh(rows, desc=f"parsing {split}")
+        except ValueError as e:
+            raise ValueError(f"source {source}, {split} split: {e}") from e
     for split in ("train", "test"):
         if len(data[split]) == 0:
             counts = {r: n for r, n in dropped[split].items() if n}
@@ -189,6 +193,23 @@ def resolve_hh(
                              "usable rows (one per split)")
     used = TOY if source == TOY else source
     return HHSplits(used, note, raw, data, dropped)
+
+
+def _check_rows(rows: list[dict], source: str | Path) -> None:
+    """``ValueError`` naming the file and line of the first row of ``source`` that is not an HH row (not an object
+    with string ``chosen`` and ``rejected``); rows that parse but are dropped (``HHFormatError``) pass."""
+    from helpers.data import HHFormatError, parse_hh
+
+    for k, row in enumerate(rows):
+        try:
+            parse_hh(row)
+        except HHFormatError:
+            continue
+        except ValueError as e:
+            opener = gzip.open if Path(source).suffix == ".gz" else open
+            with opener(source, "rt", encoding="utf-8") as f:  # the k-th non-blank line
+                line = [n for n, text in enumerate(f, 1) if text.strip()][k]
+            raise ValueError(f"{source}, line {line}: {e}") from e
 
 
 def _toy_fingerprint() -> str:
@@ -226,19 +247,15 @@ def save_splits(splits: HHSplits, out_dir: str | Path, *, request: dict[str, Any
     from helpers.infra.quiet import progress_bars_off
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{time.time_ns()}")  # complete splits get the name, or nothing does
-    with progress_bars_off():  # a second's work per split
-        for split, ds in splits.data.items():
-            ds.save_to_disk(str(tmp / split))
     report = {"source": splits.source, "note": splits.note, "toy_fingerprint": _toy_fingerprint(),
               "request": request, "rows": {s: len(r) for s, r in splits.raw.items()},
               "kept": {s: len(d) for s, d in splits.data.items()},
               "dropped": {s: dict(c) for s, c in splits.dropped.items()}}
-    (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    # complete splits get the name, or nothing does; a folder of something else is refused, not replaced
+    with building_dir(out, kind="saved splits", also_ours=("report.json",)) as tmp, progress_bars_off():
+        for split, ds in splits.data.items():
+            ds.save_to_disk(str(tmp / split))  # a second's work per split
+        write_json(tmp / "report.json", report)
     return out
 
 

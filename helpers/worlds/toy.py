@@ -22,6 +22,8 @@ import random
 import re
 from pathlib import Path
 
+from helpers.infra.files import write_text
+
 __all__ = [
     "POLITE",
     "RUDE",
@@ -171,7 +173,7 @@ def write_toy_files(out_dir: str | Path) -> dict[str, Path]:
     paths = {}
     for split, (n, seed) in TOY_SIZES.items():
         p = out / TOY_FILES[split]
-        p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_toy_hh(n, seed)))
+        write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_toy_hh(n, seed)))
         paths[split] = p
     return paths
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from helpers.infra.files import building_dir, write_json
 from helpers.infra.paths import default_cache_dir
 
 __all__ = ["ToyRecipe", "TOY_DPO", "TOY_DECODING", "recipe_hash", "build_toy_sft_model", "toy_sft_model_dir"]
@@ -144,18 +144,15 @@ def build_toy_sft_model(
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     from helpers.infra.quiet import progress_bars_off
 
-    with progress_bars_off():  # "Writing model shards" for one small shard
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    seconds = time.perf_counter() - t0
-    (tmp / "recipe.json").write_text(json.dumps(
-        {"recipe": asdict(recipe), "hash": out.name, "final_sft_loss": loss.item(), "seconds": seconds}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # atomic: an interrupted build never leaves a half-written cache entry
+    with building_dir(out, kind="toy SFT model", also_ours=("recipe.json",)) as tmp:  # never a half-written entry
+        with progress_bars_off():  # "Writing model shards" for one small shard
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        seconds = time.perf_counter() - t0
+        write_json(tmp / "recipe.json", {"recipe": asdict(recipe), "hash": out.name, "final_sft_loss": loss.item(),
+                                         "seconds": seconds})
     if verbose:
         print(f"toy SFT model: {sum(p.numel() for p in model.parameters()):,} parameters, final loss "
               f"{loss.item():.3f}, built in {seconds:.0f} s -> {out}")
