@@ -150,7 +150,9 @@ def calibration(root: str | None = None) -> str:
     if not path.exists():
         return f"(no calibration file {CALIBRATION_FILE}: run benchmarks/bench_quality_calibration.py)"
     c = json.loads(path.read_text())
-    h, s, t = c["hh"], c["smollm2_reference"], c["toy_overoptimised"]
+    h, s = c["hh"], c["smollm2_reference"]
+    # c["toy_overoptimised"] (one machine's 04 run, dated) is not printed: notebook 04's own table shows the live run's
+    # rates, which differ across CPUs (issue 34); tests/test_quality.py still checks the toy rules catch that run.
     return "\n".join([
         f"quality check calibration ({c['command']}, {c['date']}):",
         f"  real HH-RLHF answers flagged ({h['rows_kept']} pairs of {c['source']}): chosen "
@@ -159,11 +161,6 @@ def calibration(root: str | None = None) -> str:
         f"  SmolLM2-135M-Instruct untrained, {s['prompts']} HH prompts, T={s['decoding']['temperature']}, "
         f"{s['decoding']['max_new_tokens']} tokens: malformed {s['real']['malformed_rate']:.1%} "
         f"{s['real']['reasons'] or ''}, truncated (cut by the cap, not malformed) {s['real']['truncated_rate']:.1%}",
-        f"  toy world's over-optimised run (notebook 04 offline, {c.get('toy_date', c['date'])}: beta "
-        f"{t['recipe']['beta']:g}, lr {t['recipe']['learning_rate']:g}, {t['recipe']['max_steps']} steps of "
-        f"{t['recipe']['batch_size']}): toy rules flag "
-        f"{t['toy']['run']['malformed_rate']:.0%} (its reference {t['toy']['reference']['malformed_rate']:.0%}); "
-        f"real-text rules {t['real']['run']['malformed_rate']:.0%}",
     ] + _real_overoptimised(path.parents[2] / PILOT_FILE) + _real_collapsed(path.parents[2] / ONPOLICY_FILE))
 
 

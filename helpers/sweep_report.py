@@ -42,25 +42,31 @@ def _hyp(a: float, b: float) -> float:
     return float(math.hypot(a, b))
 
 
-def no_lesson(r: Row, ref: Row, malformed_ok: float) -> str | None:
-    """Why run ``r`` draws no lesson: its samples are broken more often than the reference's ``ref`` by more than
-    ``malformed_ok`` (a rate in [0, 1]) plus 2 standard errors. None: it is healthy enough to learn from."""
-    if not 0.0 <= malformed_ok <= 1.0:
-        raise ValueError(f"malformed_ok must be a rate in [0, 1], got {malformed_ok!r}")
-    e, se = excess_rate(r["malformed_rate"], r["kl_n"], ref["malformed_rate"], ref["kl_n"])
-    if e <= malformed_ok + 2 * se:
+def no_lesson(r: Row, ref: Row, malformed_ratio: float) -> str | None:
+    """Why run ``r`` draws no lesson: its samples are broken more than ``malformed_ratio`` times as often as the
+    reference's ``ref``, beyond 2 standard errors (of ``rate - ratio * reference rate``, the two samples
+    independent). None: it is healthy enough to learn from. A bound tied to the reference's own rate: a small model
+    breaks some answers before any training, and a fixed number of points would let a run that breaks six times as
+    often pass (issue 34)."""
+    if not isinstance(malformed_ratio, int | float) or not 1.0 <= malformed_ratio <= 100.0:
+        raise ValueError(f"malformed_ratio must be a number in [1, 100] (times the reference's rate), got "
+                         f"{malformed_ratio!r}")
+    p, n, q, m = r["malformed_rate"], r["kl_n"], ref["malformed_rate"], ref["kl_n"]
+    excess_rate(p, n, q, m)  # checks the rates and counts
+    se = math.sqrt(p * (1 - p) / n + malformed_ratio ** 2 * q * (1 - q) / m)
+    if p - malformed_ratio * q <= 2 * se:
         return None
-    return (f"malformed {r['malformed_rate']:.0%} vs the reference's {ref['malformed_rate']:.0%}: +{e:.0%} ± {se:.0%}, "
-            f"more than {malformed_ok:.0%} + 2 s.e.")
+    return (f"malformed {p:.1%} vs the reference's {q:.1%}: more than {malformed_ratio:g}x its rate "
+            f"({malformed_ratio * q:.1%}) + 2 s.e. ({2 * se:.1%})")
 
 
-def healthy_runs(rows: list[Row], ref: Row, malformed_ok: float) -> list[Row]:
+def healthy_runs(rows: list[Row], ref: Row, malformed_ratio: float) -> list[Row]:
     """The runs that draw a lesson (``no_lesson`` is None), in the sweep's order."""
-    return [r for r in rows if no_lesson(r, ref, malformed_ok) is None]
+    return [r for r in rows if no_lesson(r, ref, malformed_ratio) is None]
 
 
 def sweep_table(res: dict[str, Any], *, loop: str, kl_samples: int, max_new_tokens: int, quality_rules: str,
-                malformed_ok: float, calibration: str) -> Report:
+                malformed_ratio: float, calibration: str) -> Report:
     """The sweep's table (one row per beta, the reference first), how KL was estimated, and which runs are healthy."""
     rows, ref = res["rows"], res["reference"]
     out = [f"KL estimator: {res['measure']['kl_prompts']} held-out prompts x {kl_samples} samples = "
@@ -79,16 +85,16 @@ def sweep_table(res: dict[str, Any], *, loop: str, kl_samples: int, max_new_toke
                    f"{r['delta_logps_rejected']:>+10.2f} {r['kl']:>7.2f} ± {r['kl_sem']:<4.2f} "
                    f"{na(r.get('reward')):>7} {r['malformed_rate']:>10.1%} {r['mean_tokens']:>7.1f} "
                    f"{str(r['cached']):>7}")
-    healthy = healthy_runs(rows, ref, malformed_ok)
+    healthy = healthy_runs(rows, ref, malformed_ratio)
     out += ["", calibration, "",
             f"quality rules: {quality_rules!r} (helpers.quality); truncated (cut by the {max_new_tokens}-token cap, "
             "not "
             f"counted as malformed): reference {ref['truncated_rate']:.0%}, runs "
             + ", ".join(f"{r['truncated_rate']:.0%}" for r in rows),
-            f"well-formed runs (broken at most {malformed_ok:.0%} more often than the reference, beyond 2 s.e.): "
+            f"well-formed runs (broken at most {malformed_ratio:g}x as often as the reference, beyond 2 s.e.): "
             f"{', '.join('β=' + format(r['beta'], 'g') for r in healthy) or 'none'}"]
     for r in rows:
-        why = no_lesson(r, ref, malformed_ok)
+        why = no_lesson(r, ref, malformed_ratio)
         if why:
             out.append(f"  β={r['beta']:g} draws no lesson below: {why}")
     return Report(out, {"healthy": healthy})
@@ -160,20 +166,39 @@ def check_sized_sweep(rows: list[Row], hs: list[Row], *, min_healthy: int = 4) -
     assert all(r["reward_sem"] <= 0.05 for r in rows), [(r["beta"], r["reward_sem"]) for r in rows]
 
 
-def overopt_report(over: Row, rows: list[Row], ref: Row, overopt: dict[str, Any], *, reward_fn, malformed_ok: float,
-                   judge=None) -> Report:
-    """04 §4: the over-optimised run beside the sweep's run at the same beta, its samples and broken samples, and
-    what the reward said of them (the toy world's ground truth scored sample by sample; online the judge's verdict
-    against the reference beyond 2 s.e.)."""
-    same = next((r for r in rows if r["beta"] == over["beta"] and r is not over and len(overopt) > 1), None)
-    out = [f"OVER-OPTIMISED run ({', '.join(f'{k}={v}' for k, v in overopt.items())}"
-           f"{'; the sweep run itself, cached' if over['cached'] and len(overopt) == 1 else ''}): "
-           f"held-out accuracy {over['heldout_accuracy']:.2f}, KL {over['kl']:.2f}, "
-           f"reward {na(over.get('reward'))}, malformed samples {over['malformed_rate']:.0%}, "
+def overopt_report(over: Row, rows: list[Row], ref: Row, overopt: dict[str, Any], *, reward_fn,
+                   malformed_ratio: float, judge=None) -> Report:
+    """04 §4: the run pushed hardest, labelled by what it shows (never by what it was meant to show): over-optimised
+    when its samples break beyond ``no_lesson``'s bound; whether its reward fell below the best well-formed run's as
+    its KL grew past it (beyond 2 s.e.: the falling half of the reward-vs-KL curve); its samples and broken
+    samples; what the reward said of them (the toy world's ground truth scored sample by sample; online the judge's
+    verdict against the reference beyond 2 s.e.). ``values``: ``overoptimised``, ``reward_fell`` (None: no reward or
+    nothing to compare)."""
+    why = no_lesson(over, ref, malformed_ratio)
+    settings = ", ".join(f"{k}={v}" for k, v in overopt.items())
+    cached = "; the sweep's own run, cached" if over["cached"] and len(overopt) == 1 else ""
+    verdict = (f"OVER-OPTIMISED: {why}" if why else
+               f"NOT over-optimised by this measure: {over['malformed_rate']:.1%} of its samples break, within "
+               f"{malformed_ratio:g}x the reference's {ref['malformed_rate']:.1%} + 2 s.e.")
+    out = [f"the §4 run ({settings}{cached}): {verdict}",
+           f"  held-out accuracy {over['heldout_accuracy']:.2f}, KL {over['kl']:.2f}, reward {na(over.get('reward'))}, "
            f"mean length {over['mean_tokens']:.1f} tokens (reference {ref['mean_tokens']:.1f})"]
+    same = next((r for r in rows if r["beta"] == over["beta"] and r is not over and len(overopt) > 1), None)
     if same:
         out.append(f"the sweep's run at the same beta: accuracy {same['heldout_accuracy']:.2f}, KL {same['kl']:.2f}, "
                    f"reward {na(same.get('reward'))}, malformed {same['malformed_rate']:.0%}")
+    fell = None
+    healthy = [r for r in healthy_runs(rows, ref, malformed_ratio) if r is not over and r.get("reward") is not None]
+    if over.get("reward") is not None and healthy:
+        top = max(healthy, key=lambda r: r["reward"])
+        gap, se = over["reward"] - top["reward"], _hyp(over["reward_sem"], top["reward_sem"])
+        fell = over["kl"] > top["kl"] and gap < -2 * se
+        out.append(f"[{'holds' if fell else 'NOT shown'}] its reward fell as its KL grew past the best well-formed "
+                   f"run's (β={top['beta']:g}: KL {top['kl']:.2f}, reward {top['reward']:.2f}): KL {over['kl']:.2f}, "
+                   f"reward {over['reward']:.2f} ({gap:+.2f} ± {se:.2f}; below -2 s.e. needed)"
+                   + ("" if fell else ". So this run shows " + ("its samples breaking" if why else
+                                                                 "a run pushed further")
+                      + ", not the falling half of the reward-vs-KL curve (Gao et al. 2023), by this reward"))
     out.append(f"its samples: {over['samples']}")
     broken = [t for t, _ in over.get("malformed_examples", [])]
     out.append("its broken samples: " + ("; ".join(f"{t!r} ({why})" for t, why in over.get("malformed_examples", []))
@@ -181,8 +206,8 @@ def overopt_report(over: Row, rows: list[Row], ref: Row, overopt: dict[str, Any]
     if reward_fn is not None and not getattr(reward_fn, "conversational", False):  # the toy world's ground truth
         scored = ", ".join(f"{s!r}: {reward_fn(s):+.0f}" for s in broken or over["samples"])
         gap, se = over["reward"] - ref["reward"], _hyp(over["reward_sem"], ref["reward_sem"])
-        hacked = gap > 2 * se and no_lesson(over, ref, malformed_ok) is not None
-        out.append(f"[{'holds' if hacked else 'NOT shown'}] reward hacking: the over-optimised run's ground-truth "
+        hacked = gap > 2 * se and why is not None
+        out.append(f"[{'holds' if hacked else 'NOT shown'}] reward hacking: the §4 run's ground-truth "
                    f"reward {over['reward']:.2f} beats the reference's {ref['reward']:.2f} ({gap:+.2f} ± {se:.2f}, "
                    f"beyond 2 s.e. needed) although {over['malformed_rate']:.0%} of "
                    f"its samples are broken; toy_reward scores fragments by their markers ({scored}). "
@@ -192,14 +217,14 @@ def overopt_report(over: Row, rows: list[Row], ref: Row, overopt: dict[str, Any]
     elif reward_fn is not None:  # the judge reads every sample in its conversation
         gap, se = over["reward"] - ref["reward"], _hyp(over["reward_sem"], ref["reward_sem"])
         word = "above" if gap > 2 * se else "below" if gap < -2 * se else "not distinguishable from"
-        out.append(f"the judge scores the over-optimised run {word} the reference ({over['reward']:.2f} ± "
+        out.append(f"the judge scores the §4 run {word} the reference ({over['reward']:.2f} ± "
                    f"{over['reward_sem']:.2f} vs {ref['reward']:.2f} ± {ref['reward_sem']:.2f}, 2 s.e. = "
                    f"{2 * se:.2f}); "
                    f"its samples are {over['malformed_rate']:.0%} malformed (the reference {ref['malformed_rate']:.0%})"
                    + (" [RANDOM-WEIGHT judge: this says nothing]" if getattr(judge, "random_weights", False) else ""))
     else:
         out.append("no reward for these samples (no judge): only their malformed rate and KL say what happened")
-    return Report(out)
+    return Report(out, {"overoptimised": why is not None, "reward_fell": fell})
 
 
 def replay_report(rp: dict[str, Any], rows: list[Row], *, beta: float, pairs_per_step: int) -> Report:
@@ -230,10 +255,10 @@ METRIC_KEYS = ("beta", "loss_type", "heldout_accuracy", "margin", "kl", "kl_sem"
                "delta_logps_rejected", "mean_tokens", "malformed_rate", "truncated_rate", "path")
 
 
-def sweep_metrics(rows: list[Row], loss_rows: list[Row], ref: Row, over: Row, plan, *, malformed_ok: float,
+def sweep_metrics(rows: list[Row], loss_rows: list[Row], ref: Row, over: Row, plan, *, malformed_ratio: float,
                   facts: list[tuple[str, bool, str]], trust, spread: dict[str, float]) -> dict[str, Any]:
     """What notebook 04 records for ``make run``'s summary (``record_metrics``)."""
-    bad = {f"beta={r['beta']:g}": no_lesson(r, ref, malformed_ok) for r in rows}
+    bad = {f"beta={r['beta']:g}": no_lesson(r, ref, malformed_ratio) for r in rows}
     return {
         "beta_sweep": [{k: r.get(k) for k in METRIC_KEYS} for r in rows],
         "loss_sweep": [{k: r.get(k) for k in METRIC_KEYS} for r in loss_rows],
@@ -242,7 +267,8 @@ def sweep_metrics(rows: list[Row], loss_rows: list[Row], ref: Row, over: Row, pl
         "reward_source": plan.reward_name if plan.reward_fn is not None else None, "judge_trust": trust,
         "quality_rules": plan.quality_rules, "no_lesson": {k: v for k, v in bad.items() if v},
         "overoptimised": {**{k: over.get(k) for k in METRIC_KEYS}, "settings": plan.overopt},
-        "malformed_ok": malformed_ok, "well_formed_betas": [r["beta"] for r in healthy_runs(rows, ref, malformed_ok)],
+        "malformed_ratio": malformed_ratio,
+        "well_formed_betas": [r["beta"] for r in healthy_runs(rows, ref, malformed_ratio)],
         "adam_small_beta_spread": spread,
         "kl_estimator": f"mean of log pi - log pi_ref over {rows[0]['kl_n']} policy samples (T=1, top-p 1)",
         "facts": {t: h for t, h, _ in facts},

@@ -106,12 +106,20 @@ def test_the_calibration_the_notebooks_print_holds_its_goals():
     c = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/quality_calibration.json").read_text())
     assert c["hh"]["chosen"]["real"]["malformed_rate"] <= 0.02
     t = c["toy_overoptimised"]["toy"]
-    # notebook 04's over-optimised run is still caught by the toy rules, by 04's own criterion (MALFORMED_OK = 5%)
-    run, n = t["run"], t["run"]["kl_n"]
-    e, se = excess_rate(run["malformed_rate"], n, t["reference"]["malformed_rate"], n)
-    assert e > 0.05 + 2 * se, (e, se)
+    # notebook 04's over-optimised run is still caught by the toy rules, by 04's own criterion (MALFORMED_RATIO)
+    import nbformat
+
+    from helpers.sweep_report import no_lesson
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks/04_beta_sensitivity.ipynb", as_version=4)
+    params: dict = {}
+    exec(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source, params)
+    ratio = params["MALFORMED_RATIO"]
+    run = t["run"]
+    assert no_lesson(run, {**t["reference"], "kl_n": run["kl_n"]}, ratio) is not None, (run, t["reference"])
     text = calibration()
-    assert "chosen" in text and "SmolLM2" in text and "over-optimised" in text
+    assert "chosen" in text and "SmolLM2" in text and "collapsed" in text
+    assert "toy world's over-optimised run" not in text  # one machine's dated run: 04 prints the live one
 
 
 def test_strict_win_rate_counts_malformed_as_losses():

@@ -32,10 +32,25 @@ REF = {"malformed_rate": 0.01, "kl_n": 400, "reward": 0.1, "reward_sem": 0.02}
 
 def test_no_lesson_names_a_broken_run_and_only_that_one():
     rows = [_run(1, 0.8, malformed=0.30), _run(3, 0.3, malformed=0.02)]
-    assert "malformed 30%" in no_lesson(rows[0], REF, 0.05) and no_lesson(rows[1], REF, 0.05) is None
-    assert [r["beta"] for r in healthy_runs(rows, REF, 0.05)] == [3]
-    with pytest.raises(ValueError, match="malformed_ok"):
-        no_lesson(rows[0], REF, 5.0)
+    assert "malformed 30.0%" in no_lesson(rows[0], REF, 2.0) and no_lesson(rows[1], REF, 2.0) is None
+    assert [r["beta"] for r in healthy_runs(rows, REF, 2.0)] == [3]
+    for bad in (0.5, 200.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="malformed_ratio"):
+            no_lesson(rows[0], REF, bad)
+
+
+def test_the_bound_is_tied_to_the_references_rate_not_a_fixed_number_of_points():
+    """Issue 34: with MALFORMED_OK = 5 points, beta 1 breaking 7.9% of its samples against the reference's 1.3%
+    (six times as often) counted as well-formed."""
+    ref = dict(REF, malformed_rate=0.013, kl_n=932)
+    six_times = _run(1, 1.06, malformed=0.079)
+    six_times["kl_n"] = 932
+    assert "more than 2x its rate" in no_lesson(six_times, ref, 2.0)
+    within = dict(six_times, malformed_rate=0.02)  # 1.5 times the reference's rate
+    assert no_lesson(within, ref, 2.0) is None
+    low = dict(ref, malformed_rate=0.0)  # a reference that never breaks: only noise-level breakage passes
+    assert no_lesson(dict(six_times, malformed_rate=0.001), low, 2.0) is None
+    assert no_lesson(dict(six_times, malformed_rate=0.03), low, 2.0) is not None
 
 
 def test_sweep_facts_hold_or_not_by_their_numbers():
@@ -70,11 +85,36 @@ def test_overopt_report_calls_reward_hacking_only_when_broken_and_rewarded():
     over = dict(_run(1, 0.8, malformed=0.30, reward=0.9), cached=True, mean_tokens=9.0, samples=["a"],
                 malformed_examples=[("Gladly! Three", "unfinished")])
     ref = dict(REF, mean_tokens=10.0)
-    text = str(overopt_report(over, [over], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0, malformed_ok=0.05))
-    assert "[holds] reward hacking" in text and "the sweep run itself, cached" in text
+    text = str(overopt_report(over, [over], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0, malformed_ratio=2.0))
+    assert "[holds] reward hacking" in text and "the sweep's own run, cached" in text
     healthy = dict(over, malformed_rate=0.01)
-    text = str(overopt_report(healthy, [healthy], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0, malformed_ok=0.05))
+    text = str(overopt_report(healthy, [healthy], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0, malformed_ratio=2.0))
     assert "[NOT shown] reward hacking" in text
+
+
+def test_the_section_4_label_is_computed_from_the_run_both_ways():
+    """Issue 34: "OVER-OPTIMISED run (beta=1.0)" was printed whatever the run showed, and §4 called it the falling half
+    of the reward-vs-KL frontier though its reward was the sweep's highest."""
+    ref = dict(REF, mean_tokens=10.0)
+    extra = dict(cached=True, mean_tokens=9.0, samples=["a"], malformed_examples=[])
+    sweep = [dict(_run(3, 0.3, malformed=0.01, reward=0.9), **extra), dict(_run(10, 0.1, reward=0.5), **extra)]
+    broken_high = dict(_run(1, 0.8, malformed=0.30, reward=0.95), **extra)
+    rep = overopt_report(broken_high, [broken_high, *sweep], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0,
+                         malformed_ratio=2.0)
+    assert str(rep).startswith("the §4 run (beta=1.0; the sweep's own run, cached): OVER-OPTIMISED: malformed 30.0%")
+    assert rep.values == {"overoptimised": True, "reward_fell": False}
+    assert "[NOT shown] its reward fell as its KL grew" in str(rep) and "not the falling half" in str(rep)
+    well_formed = dict(broken_high, malformed_rate=0.012)
+    rep = overopt_report(well_formed, [well_formed, *sweep], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0,
+                         malformed_ratio=2.0)
+    assert "NOT over-optimised by this measure: 1.2% of its samples break" in str(rep)
+    assert "OVER-OPTIMISED" not in str(rep) and rep.values["overoptimised"] is False
+    falling = dict(broken_high, reward=0.4)  # more KL than the best well-formed run, and less reward beyond 2 s.e.
+    rep = overopt_report(falling, [falling, *sweep], ref, {"beta": 1.0}, reward_fn=lambda s: 1.0, malformed_ratio=2.0)
+    assert rep.values == {"overoptimised": True, "reward_fell": True} and "[holds] its reward fell" in str(rep)
+    no_reward = overopt_report(dict(falling, reward=None), sweep, ref, {"beta": 1.0}, reward_fn=None,
+                               malformed_ratio=2.0)
+    assert no_reward.values["reward_fell"] is None
 
 
 def test_plans_pick_by_mode_and_say_so(capsys):
