@@ -61,24 +61,41 @@ def settings_difference(want: dict[str, Any], have: dict[str, Any], limit: int =
 RUN_AHEAD_NOTE = ".run-ahead"  # in a sweep cache: which entries a run-ahead put there (helpers.course.runahead)
 
 
-def _miss_note(cache: Path, planned: int, missing: list[dict[str, Any]]) -> str | None:
-    """When a run-ahead filled ``cache`` (its ``RUN_AHEAD_NOTE``) and some planned runs (``missing``: their
-    ``sweep_settings``) are not in it: how many match, and how the nearest run-ahead run differs from the first
-    missing one (the setting a learner changed, or a judge that did not load). None otherwise."""
+def _run_ahead(cache: Path) -> tuple[dict | None, list[tuple[str, dict[str, Any]]]]:
+    """The run-ahead note of ``cache`` (None: no run-ahead was fetched here) and its entries that record their
+    settings, as ``(file name, sweep_settings)``."""
     try:
         pack = json.loads((cache / RUN_AHEAD_NOTE).read_text())
     except (OSError, ValueError):
-        return None
-    if not missing:
-        return None
-    others = []
+        return None, []
+    entries = []
     for name in pack.get("files", []):
         try:
             s = json.loads((cache / name).read_text()).get("settings")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(s, dict):
-            others.append(s)
+            entries.append((name, s))
+    return pack, entries
+
+
+def _judge_only(want: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The run-ahead entry whose settings differ from ``want`` only in ``measure.reward`` (what scored the samples:
+    the attendee's judge did not load, or is another one), or None. Its training is the run asked for."""
+    def without_reward(s):
+        return {**s, "measure": {k: v for k, v in s.get("measure", {}).items() if k != "reward"}}
+
+    return next((name for name, s in entries if without_reward(s) == without_reward(want)), None)
+
+
+def _miss_note(cache: Path, planned: int, missing: list[dict[str, Any]]) -> str | None:
+    """When a run-ahead filled ``cache`` (its ``RUN_AHEAD_NOTE``) and some planned runs (``missing``: their
+    ``sweep_settings``) are not in it: how many match, and how the nearest run-ahead run differs from the first
+    missing one (the setting a learner changed). None otherwise."""
+    pack, entries = _run_ahead(cache)
+    if pack is None or not missing:
+        return None
+    others = [s for _, s in entries]
     if not others:
         return (f"NOTE: {planned - len(missing)} of {planned} runs are in the run-ahead from {pack.get('source')}; "
                 f"the other {len(missing)} train now (its results do not record their settings, so what differs "
@@ -214,15 +231,23 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
 
     rows = []
     wanted = [sweep_settings(base.replace(**point), source, measure) for point in grid]
-    missing = [w for w, p in zip(wanted, grid, strict=True)
-               if not (cache / f"{sweep_key(base.replace(**p), source, measure)}.json").exists()]
+    files = [cache / f"{sweep_key(base.replace(**p), source, measure)}.json" for p in grid]
+    _, entries = _run_ahead(cache)
+    stand_in = {i: name for i, (w, f) in enumerate(zip(wanted, files, strict=True))
+                if not f.exists() and (name := _judge_only(w, entries))}  # trained by the instructor, judged apart
+    if stand_in:
+        theirs = json.loads((cache / next(iter(stand_in.values()))).read_text())["settings"]["measure"]["reward"]
+        print(f"NOTE: {len(stand_in)} run(s) differ from the run-ahead's only in what scores their samples "
+              f"(measure.reward {measure['reward']!r} here, {theirs!r} there: a judge that did not load?): read "
+              "from the run-ahead, not retrained; their reward column is the run-ahead's judge's")
+    missing = [w for i, (w, f) in enumerate(zip(wanted, files, strict=True)) if not f.exists() and i not in stand_in]
     note = _miss_note(cache, len(grid), missing)
     if note:
         print(note)
     bar = tqdm(grid, desc="sweep", disable=not progress)
-    for point, settings in zip(bar, wanted, strict=True):
+    for i, (point, settings) in enumerate(zip(bar, wanted, strict=True)):
         recipe = base.replace(**point)
-        f = cache / f"{sweep_key(recipe, source, measure)}.json"
+        f = files[i] if i not in stand_in else cache / stand_in[i]
         bar.set_postfix(point)
         row = _cached(f)
         if row is not None:

@@ -143,3 +143,31 @@ def test_replayed_trl_steps_are_the_scratch_loops_steps_and_the_check_can_fail(t
         replay_trl_steps(base, splits, steps=21, output_dir=tmp_path / "c")
     with pytest.raises(ValueError, match="sft_weight"):
         replay_trl_steps(base.replace(sft_weight=1.0), splits, steps=2, output_dir=tmp_path / "c")
+
+
+def test_with_a_run_ahead_a_failed_judge_reads_the_instructors_runs_and_a_changed_setting_says_what_differs(
+        tmp_path, toy_sft_dir, capsys):
+    """Issue 34 item 4: the sweep key hashes the judge's name, so an attendee whose judge failed to load got cache
+    misses and retrained everything although RUN_AHEAD was set; issue 35: a miss said nothing of why."""
+    from helpers.course.runahead import fetch_sweep, pack_run_ahead
+
+    base = DPORecipe(**{**OFFLINE, "output_dir": str(tmp_path / "runs"), "max_steps": 2, "batch_size": 4,
+                        "backend": "transformers", "sft_weight": 0.0})
+    splits = resolve_hh(TOY, limit=40, test_limit=12).data
+    kw = dict(kl_prompts=4, kl_samples=2, max_new_tokens=8, progress=False, loop="scratch")
+    teacher = run_sweep(base, [{"beta": 0.5}], splits, cache_dir=tmp_path / "teacher", reward_fn=toy_reward, **kw)
+    pack = pack_run_ahead(tmp_path / "pack", sweep_dir=tmp_path / "teacher")
+    fetch_sweep(pack, tmp_path / "attendee")
+    capsys.readouterr()
+    got = run_sweep(base, [{"beta": 0.5}], splits, cache_dir=tmp_path / "attendee", reward_fn=None, **kw)
+    out = capsys.readouterr().out
+    assert "1 run(s) differ from the run-ahead's only in what scores their samples (measure.reward None here, " \
+           "'toy_reward' there" in out
+    row, want = got["rows"][0], teacher["rows"][0]
+    assert row["cached"] is True and row["train_seconds"] == want["train_seconds"], "read, not retrained"
+    assert row["reward"] == want["reward"] and "settings" not in row
+    changed = run_sweep(base.replace(learning_rate=3e-4), [{"beta": 0.5}], splits, cache_dir=tmp_path / "attendee",
+                        reward_fn=toy_reward, **kw)
+    out = capsys.readouterr().out
+    assert changed["rows"][0]["cached"] is False
+    assert "NOTE: 0 of 1 runs are in the run-ahead from" in out and "recipe.learning_rate 0.0003 here" in out
