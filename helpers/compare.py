@@ -235,7 +235,9 @@ def judge_rows(judge, trust: dict[str, Any], rows: list[dict], bad: dict[str, li
                summary: dict[str, Any]) -> str:
     """Score both sides of every row with the reward-model ``judge`` (its ``trust`` measured first), store the scores
     in the rows and the comparison in ``summary`` (win rate with its 95% Wilson interval, strict win rate, mean
-    difference), and return what it shows, in words."""
+    difference; the win rate again on the untruncated and on the length-matched pairs; ``judge_trusted``), and return
+    what it shows, in words: a verdict only when the judge's agreement with the human labels is beyond chance (the
+    lower end of its Wilson interval above 0.5)."""
     from helpers.judge import expected_seconds, score
 
     msgs = [r["messages"] for r in rows]
@@ -254,11 +256,34 @@ def judge_rows(judge, trust: dict[str, Any], rows: list[dict], bad: dict[str, li
                    judge_truncated=js["truncated"], score=f"reward model {judge.label()}")
     lo, hi = c["win_interval"]
     se = "n/a" if c["mean_difference_se"] is None else f"{c['mean_difference_se']:.3f}"
-    verdict = ("the DPO policy's answers score higher than the reference's" if lo > 0.5 else
+    trusted = trust["interval"][0] > 0.5  # the trust check first: a judge that disagrees with people decides nothing
+    verdict = ("the judge cannot decide here: its agreement with the human labels "
+               f"({trust['agreement']:.2f}, interval {trust['interval'][0]:.2f}-{trust['interval'][1]:.2f}) is not "
+               "beyond chance" if not trusted else
+               "the DPO policy's answers score higher than the reference's" if lo > 0.5 else
                "the DPO policy's answers score lower than the reference's" if hi < 0.5 else
                "no difference shown: the interval holds 0.5")
+    subsets = {"untruncated": [r["stopped_reference"] and r["stopped_policy"] for r in rows],
+               "length_matched": [abs(r["tokens_reference"] - r["tokens_policy"])
+                                  <= 0.2 * max(r["tokens_reference"], r["tokens_policy"], 1) for r in rows]}
+    parts = []
+    for name, keep in subsets.items():
+        idx = [i for i, k in enumerate(keep) if k]
+        summary[f"win_rate_{name}_n"] = len(idx)
+        summary[f"win_rate_{name}"] = summary[f"win_interval_{name}"] = None
+        if idx:
+            sub = score_comparison([js["scores"][n + i] for i in idx], [js["scores"][i] for i in idx],
+                                   [bad["policy"][i] for i in idx], [bad["reference"][i] for i in idx])
+            summary[f"win_rate_{name}"], summary[f"win_interval_{name}"] = sub["win_rate"], sub["win_interval"]
+            parts.append(f"{sub['win_rate']:.3f} on the {len(idx)} {name.replace('_', '-')} pairs "
+                         f"({sub['win_interval'][0]:.2f}-{sub['win_interval'][1]:.2f})")
+        else:
+            parts.append(f"no {name.replace('_', '-')} pairs")
+    summary["judge_trusted"] = trusted
     return (f"judge: {judge.label()}\n  win rate of the DPO policy over the reference {c['win_rate']:.3f} on {n} "
             f"prompts (ties half; 95% Wilson interval {lo:.2f}-{hi:.2f}) -> {verdict}\n"
+            f"  the same where stopping and length cannot drive it: {'; '.join(parts)} (untruncated: neither "
+            "answer cut at max_new_tokens; length-matched: within 20% of each other's tokens)\n"
             f"  strict win rate (a malformed answer loses) {c['strict_win_rate']:.3f}; mean score difference "
             f"{c['mean_difference']:+.3f} ± {se} (s.e.)\n"
             f"  answer lengths beside it: reference {summary['tokens_reference']:.1f}, policy "

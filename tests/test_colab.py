@@ -386,7 +386,7 @@ def test_secrets_and_hub_token(fake_colab, monkeypatch):
 
 
 def test_judge_key_from_a_colab_secret(fake_colab, monkeypatch):
-    from helpers.judge import judge_from_env
+    from helpers.llm_judge import judge_from_env
 
     for k in ("DPO_JUDGE_URL", "DPO_JUDGE_KEY", "DPO_JUDGE_MODEL"):
         monkeypatch.delenv(k, raising=False)

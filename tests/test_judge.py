@@ -9,9 +9,10 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from helpers.judge import judge_from_env
+from helpers.llm_judge import judge_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,8 @@ def test_judge_is_off_unless_configured_and_parses_the_answer(monkeypatch):
 
 
 def test_the_judge_sees_the_whole_conversation_and_the_win_rate_has_a_wilson_interval():
-    from helpers.judge import conversation_text, judge_pairs, wilson_interval
+    from helpers.judge import wilson_interval
+    from helpers.llm_judge import conversation_text, judge_pairs
 
     seen = []
 
@@ -130,7 +132,7 @@ def test_the_judge_sees_the_whole_conversation_and_the_win_rate_has_a_wilson_int
 
 # ------------------------------------------------------------------------------------------------ the LLM judge
 def test_judge_replies_are_parsed_robustly():
-    from helpers.judge import parse_verdict
+    from helpers.llm_judge import parse_verdict
 
     for text, want in [("A", "A"), ("Answer: B", "B"), ("**B**", "B"), ("B.", "B"), ("tie", "tie"),
                        ("Final answer: **A**", "A"), ("Verdict - tie", "tie"), ("`A`", "A"), ("Response B", "B")]:
@@ -141,7 +143,7 @@ def test_judge_replies_are_parsed_robustly():
 
 def test_every_judge_failure_is_counted_per_prompt_and_the_rest_still_judged(monkeypatch):
     """Defect 6: any judge failure killed notebook 05; "Answer: B" counted as a tie."""
-    from helpers.judge import judge_from_env, judge_pairs
+    from helpers.llm_judge import judge_from_env, judge_pairs
 
     script = [("content", "A"), ("content", "Answer: B"), ("content", "**B**"), ("content", "Both are fine"),
               ("status", 401), ("html", None), ("content", None), ("json", {"error": {"message": "overloaded"}}),
@@ -168,7 +170,7 @@ def test_every_judge_failure_is_counted_per_prompt_and_the_rest_still_judged(mon
 def test_an_unreachable_judge_gives_no_win_rate_instead_of_an_exception(monkeypatch):
     import socket
 
-    from helpers.judge import judge_from_env, judge_pairs
+    from helpers.llm_judge import judge_from_env, judge_pairs
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -333,3 +335,70 @@ def test_a_causal_lm_checkpoint_is_refused_as_a_judge_not_scored_by_a_random_hea
     (lm / "config.json").write_text(json.dumps({**cfg, "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}))
     with pytest.raises(ValueError, match=r"has no trained score head \(score.weight newly initialised\)"):
         load_judge(str(lm), verbose=False)
+
+
+def test_whole_turns_are_cut_first_and_system_messages_are_dropped(rm_dir):
+    """Issue 34: truncation cut raw tokens from the left, dropping the opening of the first turn; a system message
+    passed in was kept (Skywork's documented usage has none)."""
+    from helpers.judge import _encode, judge_texts, load_judge, score
+
+    judge = load_judge(str(rm_dir), verbose=False)
+    sys_conv = [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hi"}]
+    assert "pirate" not in judge_texts(judge, [sys_conv], ["Hello."])[0]
+    old = [{"role": "user", "content": "first question " * 30}, {"role": "assistant", "content": "an answer " * 30}]
+    last = [{"role": "user", "content": "Which legs?"}]
+    kept = len(_encode(judge, [last], ["Eight."])[0])
+    judge.max_length = kept + 2  # room for the last turn and the answer, not for the old turns
+    s = score(judge, [old + last], ["Eight."], progress=False)
+    alone = score(judge, [last], ["Eight."], progress=False)
+    assert s["truncated"] == 1 and s["tokens"][0] == kept, "the two old turns went whole, nothing else"
+    assert s["scores"][0] == pytest.approx(alone["scores"][0], abs=1e-5)
+
+
+def test_a_non_finite_half_precision_score_is_scored_again_in_fp32_and_never_counted(rm_dir, capsys):
+    """Issue 34: the judge in fp16 could print a false verdict silently (Qwen-family models overflow in fp16); NaN
+    scores counted as disagreements and losses."""
+    import torch
+
+    from helpers.judge import load_judge, score
+
+    judge = load_judge(str(rm_dir), verbose=False)
+    judge.model.to(torch.bfloat16)
+
+    def overflow_in_half(module, args, out):  # what an fp16 overflow looks like from outside: a NaN logit
+        if module.dtype != torch.float32:
+            out.logits[:] = float("nan")
+        return out
+
+    judge.model.register_forward_hook(overflow_in_half)
+    prompts, answers = _convs()
+    s = score(judge, prompts, answers, progress=False)
+    assert np.isfinite(s["scores"]).all() and judge.model.dtype == torch.float32
+    assert f"{len(answers)} of {len(answers)} judge scores were not finite in torch.bfloat16" in capsys.readouterr().out
+    judge.model.register_forward_hook(lambda m, a, out: setattr(out, "logits", out.logits * float("nan")) or out)
+    with pytest.raises(ValueError, match="non-finite scores .* in fp32"):
+        score(judge, prompts, answers, progress=False)
+
+
+def test_the_verdict_waits_for_the_trust_check_and_subsets_are_in_the_summary(rm_dir):
+    """Issue 34: "the DPO policy's answers score higher/lower" printed whether or not the judge's agreement with the
+    human labels was beyond chance; no untruncated or length-matched win rate."""
+    from helpers.compare import judge_rows
+    from helpers.judge import load_judge
+
+    judge = load_judge(str(rm_dir), verbose=False)
+    prompts, answers = _convs()
+    rows = [{"messages": p, "reference": "No.", "policy": a, "stopped_reference": True, "stopped_policy": i % 2 == 0,
+             "tokens_reference": 2, "tokens_policy": 2 if i < 2 else 9}
+            for i, (p, a) in enumerate(zip(prompts, answers, strict=True))]
+    bad = {"reference": [False] * len(rows), "policy": [False] * len(rows)}
+    base = {"tokens_reference": 2.0, "tokens_policy": 5.0}
+    for interval, trusted in (([0.45, 0.75], False), ([0.55, 0.80], True)):
+        trust = {"agreement": 0.6, "interval": interval, "n": 50, "tokens_per_s": 1000.0}
+        summary = dict(base)
+        text = judge_rows(judge, trust, rows, bad, summary)
+        assert summary["judge_trusted"] is trusted
+        assert ("the judge cannot decide here" in text) is not trusted
+        assert not trusted or "the judge cannot decide" not in text
+        assert summary["win_rate_untruncated_n"] == sum(r["stopped_policy"] for r in rows)
+        assert summary["win_rate_length_matched_n"] == 2 and summary["win_rate_length_matched"] is not None

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"losses", "logprobs", "data", "quality", "worlds.toy"},     # math, text and a world that need nothing above
     {"bandit", "models", "worlds.splits"},                       # built on those: derivation, loading, sources
     {"evaluation", "judge", "worlds.toy_model"},                 # measuring a policy; judges; the toy reference
-    {"scratch", "worlds.onpolicy"},                              # DPO by hand; pairs from the model's own answers
+    {"scratch", "worlds.onpolicy", "llm_judge"},                 # DPO by hand; on-policy pairs; the optional LLM judge
     {"recipe"},                                                  # notebook 03's run
     {"sweep", "compare"},                                        # many runs; before vs after
     {"sweep_report"},                                            # what a sweep shows

@@ -175,7 +175,10 @@ def digest(summary: dict) -> dict:
                          # online: the reward-model judge (helpers.judge) and how far it agreed with human labels
                          "judge": m5.get("judge"), "judge_random_weights": m5.get("judge_random_weights"),
                          "win_interval": m5.get("win_interval"), "judge_agreement": m5.get("judge_agreement"),
-                         "judge_agreement_n": m5.get("judge_agreement_n")}
+                         "judge_agreement_n": m5.get("judge_agreement_n"), "judge_trusted": m5.get("judge_trusted"),
+                         # the win rate where stopping and length cannot drive it (issue 34)
+                         **{f"win_rate_{k}{n}": m5.get(f"win_rate_{k}{n}") for k in ("untruncated", "length_matched")
+                            for n in ("", "_n")}}
     if "chosen_style_rate_before" in m5:  # offline only: the toy world's ground truth
         out["generation"]["chosen_style_rate_before"] = m5["chosen_style_rate_before"]
         out["generation"]["chosen_style_rate_after"] = m5["chosen_style_rate_after"]
