@@ -9,7 +9,7 @@ REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.tx
 HUB_VENV  := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure
+.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure gpu-check
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ figure:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_logprobs.py
+
+## The one prepared GPU check (a GPU machine, ~10 min): 03's recipe Unsloth vs transformers + peft, the judge in
+## fp32/fp16/bf16, the online track at full size -> benchmarks/results/gpu_check_<device>.json. ARGS=--dry-run on a CPU.
+gpu-check: $(STAMP) $(HUB_STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check helpers tests benchmarks

@@ -193,10 +193,12 @@ def expected_seconds(judge: RewardJudge, prompts: list[list[dict[str, str]]], an
 
 
 def score(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list[str], *,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, fp32_fallback: bool = True) -> dict[str, Any]:
     """The reward of every (conversation, answer): ``{"scores": (N,), "tokens": (N,), "truncated": int,
     "tokens_per_s": float, "batch_size": int}``. Batches of similar lengths; when the GPU runs out of memory the batch
-    is halved (and stays halved), down to one, after which a ``RuntimeError`` says what to change."""
+    is halved (and stays halved), down to one, after which a ``RuntimeError`` says what to change. A non-finite score
+    in half precision is scored again in fp32 (the model is converted, with a note) unless ``fp32_fallback`` is False
+    (``benchmarks/gpu_check.py`` counts them)."""
     import torch
 
 
@@ -239,7 +241,7 @@ def score(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list
     seconds = max(time.perf_counter() - t0, 1e-9)
     n_tokens = np.array([len(x) for x in ids])
     bad = ~np.isfinite(scores)
-    if bad.any():  # an overflow in half precision: the same answers again in fp32 (a NaN is never scored as a loss)
+    if bad.any() and fp32_fallback:  # a half-precision overflow: the same answers in fp32 (a NaN is never a loss)
         if judge.model.dtype == torch.float32:
             raise ValueError(f"the judge gave {int(bad.sum())} non-finite scores of {len(scores)} in fp32: its weights "
                              "or inputs are broken; no verdict can be drawn from them")
