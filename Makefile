@@ -9,7 +9,7 @@ REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.tx
 HUB_VENV  := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure gpu-check
+.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure gpu-check screenshots
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ test: $(STAMP) $(HUB_STAMP)
 
 ## Fast tier: the unit tests only (no notebooks, no local hub, no real SmolLM2, no toy SFT model, no ML subprocesses).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -q -m "not (slow or toy_model or hub or notebook or subprocess)"
+	$(BIN)/python -m pytest tests -q -m "not (slow or toy_model or hub or notebook or subprocess or browser)"
 
 ## The front page's figure: notebook 04's beta sweep from the latest `make run`, copied into docs/figures/.
 figure:
@@ -75,8 +75,11 @@ publish:
 
 ## Jupyter is not part of the pinned test stack; this installs JupyterLab into .venv on first use.
 lab: $(STAMP)
-	test -x $(BIN)/jupyter-lab || $(BIN)/pip install -q jupyterlab
 	$(BIN)/jupyter lab notebooks
+
+## What a learner sees, as PNGs for docs/: 02's pair browser and 01's beta slider in JupyterLab (headless Chromium).
+screenshots: $(STAMP)
+	$(BIN)/python -m helpers.course.lab --out docs/figures
 
 clean:
 	rm -rf $(VENV) $(HUB_VENV) runs .pytest_cache

@@ -26,6 +26,15 @@ from typing import Any
 __all__ = ["write_text", "write_bytes", "write_json", "read_json", "CorruptFileError", "building_dir", "MARKER"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE_FILE, _MODE_DIR = 0o666 & ~_umask(), 0o777 & ~_umask()  # what open() / mkdir() would give (mkstemp: 0600)
+
+
 class CorruptFileError(ValueError):
     """A file the course made (or reads) is missing, unreadable or not what it should be; the message names it."""
 
@@ -38,6 +47,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _MODE_FILE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -93,6 +103,7 @@ def building_dir(out: str | os.PathLike, *, kind: str, also_ours: tuple[str, ...
     _check_ours(out, kind, also_ours)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, _MODE_DIR)
     try:
         yield tmp
         write_json(tmp / MARKER, {"kind": kind})
