@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["pair_logps", "reward_metrics", "chat_prompts", "adapters_off", "sampling", "generate",
            "sample_responses", "sample_and_score", "measure_policy", "reference_report", "after_report",
-           "margin_source"]
+           "margin_source", "kl_text"]
 
 
 def _batches(n: int, size: int):
@@ -300,3 +300,15 @@ def margin_source(d_chosen: float, d_rejected: float) -> str:
     return ("the wrong way: chosen down, rejected up" if d_chosen < 0 < d_rejected
             else "no margin gained: both up, rejected faster" if d_rejected > 0
             else "no margin gained: both down, chosen faster")
+
+
+def kl_text(kl: float, sem: float) -> str:
+    """A sampled KL estimate in words: ``"0.42 ± 0.03 nats"``; below 0, with why that can happen (the true KL is >= 0,
+    but a Monte-Carlo mean of log-ratios near 0 can fall below it) and whether 0 is within 2 s.e."""
+    text = f"{kl:.2f} ± {sem:.2f} nats"
+    if kl < 0:
+        text += (" (below 0 only as a sampled estimate: the KL itself is >= 0; "
+                 + ("0 is within 2 s.e., read it as about 0)" if kl >= -2 * sem else
+                    "more than 2 s.e. below 0: the two models' log-probs disagree, see evaluation.sample_and_score)"))
+    return text
+

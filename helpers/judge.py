@@ -128,10 +128,12 @@ def try_load_judge(model_id: str, *, parameter: str = "JUDGE_MODEL", **kw) -> Re
     if not model_id:
         print(f"no reward-model judge: {parameter} is empty in the parameters cell")
         return None
-    if model_id == JUDGE_MODEL:
-        print("why this judge:", WHY_DEFAULT)
     try:
-        return load_judge(model_id, **kw)
+        judge = load_judge(model_id, **kw)
+        if model_id == JUDGE_MODEL:  # about the real model: said so when a random stand-in of it was loaded
+            print(("why this judge (the real model; the one loaded here is its RANDOM stand-in): " if
+                   judge.random_weights else "why this judge: ") + WHY_DEFAULT)
+        return judge
     except (HubDownloadError, HubUnavailableError, ValueError) as e:
         print(f"NO JUDGE: {parameter}={model_id!r} could not be loaded ({type(e).__name__}: {e})\nSet {parameter} in "
               "the parameters cell to a reward model this hub serves; the notebook goes on without judge numbers.")

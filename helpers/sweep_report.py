@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from helpers.quality import excess_rate
@@ -117,8 +118,11 @@ def sweep_facts(hs: list[Row], ref: Row, *, reward_name: str | None) -> list[tup
     if reward_name is not None:
         top = max(hs, key=lambda r: r["reward"])
         d, se = top["reward"] - ref["reward"], _hyp(top["reward_sem"], ref["reward_sem"])
+        z = NormalDist().inv_cdf(1 - 0.025 / len(hs))  # the best of len(hs) runs was picked: Bonferroni's bar
         facts.append((f"DPO raised the {reward_name}: the best well-formed run (β={top['beta']:g}) scores above the "
-                      "reference", d > 2 * se, f"{top['reward']:.2f} vs {ref['reward']:.2f}: {d:+.2f} ± {se:.2f}"))
+                      f"reference, beyond {z:.1f} s.e. (it was picked as the best of {len(hs)} runs, so the bar is "
+                      "raised for that choice)", d > z * se,
+                      f"{top['reward']:.2f} vs {ref['reward']:.2f}: {d:+.2f} ± {se:.2f}"))
         far, near = max(hs, key=lambda r: r["kl"]), min(hs, key=lambda r: r["kl"])
         d, se = far["reward"] - near["reward"], _hyp(far["reward_sem"], near["reward_sem"])
         facts.append((f"more KL bought more {reward_name} (the frontier's rising part): the run furthest from the "

@@ -171,3 +171,24 @@ def test_stored_reports_read_their_files_and_name_a_missing_one(tmp_path):
         reports.read_result(tmp_path / "nothing.json")
     text = str(reports.recipe_report(DPORecipe()))
     assert all(f.name in text for f in dataclasses.fields(DPORecipe))
+
+
+def test_a_negative_kl_estimate_is_explained_not_printed_bare():
+    """Issue 34: negative KL estimates were printed unexplained (03 online "-0.03 ± 0.03", 04 "ratio -1851558.7x")."""
+    from helpers.evaluation import kl_text
+
+    assert kl_text(0.42, 0.03) == "0.42 ± 0.03 nats"
+    assert "0 is within 2 s.e., read it as about 0" in kl_text(-0.03, 0.03)
+    assert "more than 2 s.e. below 0" in kl_text(-0.5, 0.03)
+
+
+def test_the_best_run_fact_raises_its_bar_for_being_picked_as_the_best():
+    """Issue 34: "best run beats the reference" took a max over runs before its 2-s.e. test."""
+    hs = [_run(b, kl, reward=0.1 + 0.05 * i) for i, (b, kl) in enumerate(((1, 0.8), (3, 0.3), (10, 0.1), (30, 0.03)))]
+    ref = dict(REF, reward=0.1, reward_sem=0.02)
+    # the best run (0.25) is 0.15 above the reference, ± 0.028: 5.3 s.e., beyond Bonferroni's 2.5 for 4 runs
+    fact = next(f for f in sweep_facts(hs, ref, reward_name="toy reward") if f[0].startswith("DPO raised"))
+    assert fact[1] is True and "beyond 2.5 s.e." in fact[0] and "best of 4 runs" in fact[0]
+    near = [dict(r, reward=0.16) for r in hs]  # 0.06 ± 0.028 above: 2.1 s.e., past 2 but not past 2.5
+    fact = next(f for f in sweep_facts(near, ref, reward_name="toy reward") if f[0].startswith("DPO raised"))
+    assert fact[1] is False

@@ -153,8 +153,8 @@ def onpolicy_report(path: str | Path = ONPOLICY_FILE) -> Report:
     meets = [v["name"] for v in verdict.values() if v["meets"]]
     best_fit = max((v for v in verdict.values() if v["fits"]), key=lambda v: v["change"], default=None)
     out.append(f"a run that lifts the pass rate by >= {GOAL_POINTS:.0%} points, keeps the malformed rate, and fits "
-               "this "
-               f"notebook (<= {BUDGET_S:.0f} s): {', '.join(meets) or 'none'}"
+               f"this notebook (its training parts <= {BUDGET_S:.0f} s of the 90 s: imports, plots and saving take "
+               f"the rest): {', '.join(meets) or 'none'}"
                + ("" if meets else " -> the offline default stays the toy model; the best run within the budget: "
                   + (f"{best_fit['name']} ({best_fit['change']:+.2f})" if best_fit else "none fits")))
     if "base" in runs:  # what the on-policy run learned, from the stored counts: not simply "better answers"
