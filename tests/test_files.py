@@ -84,3 +84,32 @@ def test_saved_splits_never_replace_a_folder_of_something_else(tmp_path):
     save_splits(splits, tmp_path / "02_hh")
     save_splits(splits, tmp_path / "02_hh")  # its own earlier save is replaced
     assert (tmp_path / "02_hh" / "report.json").is_file()
+
+
+_REWRITER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from helpers.infra.files import write_json
+for i in range(int(sys.argv[2])):
+    write_json(sys.argv[1], {{"i": i, "rows": list(range(300))}})
+"""
+
+
+def test_a_reader_never_sees_half_a_file_while_another_process_rewrites_it(tmp_path):
+    """Issue 35: the sweep cache was written in place; a reader saw invalid JSON in 53,842 of 56,850 reads while a
+    writer rewrote one file."""
+    target = tmp_path / "entry.json"
+    script = tmp_path / "rewriter.py"
+    script.write_text(_REWRITER.format(root=str(ROOT)))
+    target.write_text(json.dumps({"i": -1, "rows": list(range(300))}))
+    writer = subprocess.Popen([sys.executable, str(script), str(target), "3000"])
+    reads = bad = 0
+    while writer.poll() is None:
+        try:
+            json.loads(target.read_text())
+        except ValueError:
+            bad += 1
+        reads += 1
+    assert writer.returncode == 0
+    assert reads > 50 and bad == 0, f"{bad} of {reads} reads saw a half-written file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry.json", "rewriter.py"], "no temporary file left"
