@@ -270,19 +270,23 @@ def test_run_ahead_from_the_hub_gives_notebook_04_its_sweep_and_05_its_adapter(t
     """The workshop's run-ahead (helpers.course.runahead): an instructor's packed folder, served by the local hub as
     a model repository, gives notebook 04 its sweep cache (fetch_sweep) and notebook 05 its adapter
     (trained_adapter, notebook 05's TRAIN_DIR); a repository that does not exist is a clear error."""
+    import torch
+    from safetensors.torch import save_file
+
     from helpers.course.runahead import SWEEP_FOLDER, fetch_sweep, pack_run_ahead
+    from helpers.recipe import DPORecipe
 
     train, sweep = tmp_path / "03_dpo", tmp_path / "04_sweep"
     (train / "adapter").mkdir(parents=True)
     (train / "adapter" / "adapter_config.json").write_text('{"r": 16}')
-    (train / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
-    (train / "metrics.json").write_text('{"steps": 3}')
+    save_file({"lora_A.weight": torch.ones(2, 2)}, str(train / "adapter" / "adapter_model.safetensors"))
+    (train / "metrics.json").write_text(json.dumps({"steps": 3, "recipe": DPORecipe().to_dict()}))
     sweep.mkdir()
     (sweep / "0123abcd.json").write_text('{"beta": 1.0}')
     (sweep / "reference-4567.json").write_text('{"kl": 0.0}')
     packed = pack_run_ahead(tmp_path / "run-ahead", train_dir=train, sweep_dir=sweep)
-    assert sorted(p.name for p in packed.iterdir()) == [SWEEP_FOLDER, "adapter_config.json",
-                                                        "adapter_model.safetensors", "metrics.json"]
+    assert sorted(p.name for p in packed.iterdir()) == [".dpo-course.json", SWEEP_FOLDER, "adapter_config.json",
+                                                        "adapter_model.safetensors", "metrics.json", "run-ahead.json"]
     assert fetch_sweep(packed, tmp_path / "local") == 2 and fetch_sweep(packed, tmp_path / "local") == 0  # kept
     with pytest.raises(ValueError, match="sweep_dir"):
         pack_run_ahead(tmp_path / "x", sweep_dir=tmp_path / "empty")
@@ -301,6 +305,7 @@ except Exception as e:
     with LocalHub(extra_models={"teacher/dpo-workshop": packed}) as h:
         r = client(code, h.endpoint, tmp_path / "hf")
     assert "error" not in r, r
-    assert r["copied"] == 2 and r["metrics"] == {"steps": 3} and r["adapter"] == '{"r": 16}'
-    assert sorted(p.name for p in (tmp_path / "attendee").iterdir()) == ["0123abcd.json", "reference-4567.json"]
+    assert r["copied"] == 2 and r["metrics"]["steps"] == 3 and r["adapter"] == '{"r": 16}'
+    assert sorted(p.name for p in (tmp_path / "attendee").iterdir()) == [".run-ahead", "0123abcd.json",
+                                                                         "reference-4567.json"]
     assert r["missing"].startswith("HubDownloadError") and "teacher/no-such-repo" in r["missing"], r

@@ -38,6 +38,7 @@ SETTINGS: dict[str, str] = {
     "DPO_HUB_NOTE": "set by make run-online: which local hub serves the run (shown in the banner)",
     "DPO_HUB_PYTHON": "the Python of the local hub's venv (default .venv-hub/bin/python)",
     "DPO_HUB_ROWS": "the HH-RLHF rows the local hub serves (default ../shared/data/hh-rlhf)",
+    "DPO_CHROMIUM": "the Chromium/Chrome executable the browser test drives (default: chromium on the PATH)",
 }
 
 T = TypeVar("T", bool, int, float, str)
