@@ -200,9 +200,11 @@ def overopt_report(over: Row, rows: list[Row], ref: Row, overopt: dict[str, Any]
         out.append(f"[{'holds' if fell else 'NOT shown'}] its reward fell as its KL grew past the best well-formed "
                    f"run's (β={top['beta']:g}: KL {top['kl']:.2f}, reward {top['reward']:.2f}): KL {over['kl']:.2f}, "
                    f"reward {over['reward']:.2f} ({gap:+.2f} ± {se:.2f}; below -2 s.e. needed)"
-                   + ("" if fell else ". So this run shows " + ("its samples breaking" if why else
-                                                                 "a run pushed further")
-                      + ", not the falling half of the reward-vs-KL curve (Gao et al. 2023), by this reward"))
+                   + ("" if fell else (". Its KL is not past that run's, so the curve was not followed that far"
+                                       if over["kl"] <= top["kl"] else
+                                       ". So this run shows " + ("its samples breaking" if why else "more KL")
+                                       + ", not the falling half of the reward-vs-KL curve (Gao et al. 2023), by this "
+                                       "reward")))
     out.append(f"its samples: {over['samples']}")
     broken = [t for t, _ in over.get("malformed_examples", [])]
     out.append("its broken samples: " + ("; ".join(f"{t!r} ({why})" for t, why in over.get("malformed_examples", []))
