@@ -123,7 +123,7 @@ def _check_ours(out: Path, kind: str, also_ours: tuple[str, ...]) -> None:
         except FileNotFoundError:
             return
         if not stat.S_ISDIR(before.st_mode):
-            raise ValueError(f"{out} is a file, not a folder: give a folder for the {kind}")
+            raise ValueError(f"out_dir {out} is a file, not a folder: give a folder for the {kind}")
         try:
             if not any(out.iterdir()) or any((out / name).exists() for name in also_ours):
                 return
@@ -136,9 +136,9 @@ def _check_ours(out: Path, kind: str, also_ours: tuple[str, ...]) -> None:
                 continue  # replaced while we looked: look at the new one
         except FileNotFoundError:
             continue
-        raise ValueError(f"{out} already holds files that are not an earlier {kind} of this course (no {MARKER} "
-                         "saying so): nothing was written or deleted. Choose another folder, or empty this one "
-                         "yourself")
+        raise ValueError(f"out_dir {out} already holds files that are not an earlier {kind} of this course (no "
+                         f"{MARKER} saying so): nothing was written or deleted. Choose another folder, or empty this "
+                         "one yourself")
 
 
 def _swap_in(tmp: Path, out: Path, tries: int = 20) -> None:
