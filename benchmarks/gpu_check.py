@@ -84,10 +84,10 @@ def recipe_stage(work: Path, dry: bool, limit_s: float) -> dict[str, Any]:
 
 def _pairs(n: int) -> tuple[list, list, list, str]:
     """``n`` held-out HH pairs as (prompts, chosen answers, rejected answers, where from)."""
+    from helpers.course.hub import SHARED_HH as shared
     from helpers.data import format_hh
     from helpers.worlds.splits import TOY, read_jsonl, resolve_hh
 
-    shared = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test-0000-1199.jsonl"
     if shared.is_file():
         ds, _ = format_hh(read_jsonl(shared, limit=4 * n))
         where = f"{shared.name} (real HH-RLHF rows)"

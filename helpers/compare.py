@@ -238,7 +238,7 @@ def judge_rows(judge, trust: dict[str, Any], rows: list[dict], bad: dict[str, li
     difference; the win rate again on the untruncated and on the length-matched pairs; ``judge_trusted``), and return
     what it shows, in words: a verdict only when the judge's agreement with the human labels is beyond chance (the
     lower end of its Wilson interval above 0.5)."""
-    from helpers.judge import expected_seconds, score
+    from helpers.judge import expected_seconds, length_matched, score
 
     msgs = [r["messages"] for r in rows]
     answers = [r["reference"] for r in rows] + [r["policy"] for r in rows]
@@ -264,8 +264,8 @@ def judge_rows(judge, trust: dict[str, Any], rows: list[dict], bad: dict[str, li
                "the DPO policy's answers score lower than the reference's" if hi < 0.5 else
                "no difference shown: the interval holds 0.5")
     subsets = {"untruncated": [r["stopped_reference"] and r["stopped_policy"] for r in rows],
-               "length_matched": [abs(r["tokens_reference"] - r["tokens_policy"])
-                                  <= 0.2 * max(r["tokens_reference"], r["tokens_policy"], 1) for r in rows]}
+               "length_matched": length_matched([r["tokens_reference"] for r in rows],
+                                                [r["tokens_policy"] for r in rows]).tolist()}
     parts = []
     for name, keep in subsets.items():
         idx = [i for i, k in enumerate(keep) if k]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["JUDGE_MODEL", "WHY_DEFAULT", "HH_CEILING", "RewardJudge", "load_judge", "try_load_judge", "judge_texts",
-           "score", "expected_seconds", "agreement", "check_trust", "reward_fn", "wilson_interval"]
+           "score", "expected_seconds", "agreement", "length_matched", "check_trust", "reward_fn", "wilson_interval"]
 
 JUDGE_MODEL = "Skywork/Skywork-Reward-V2-Qwen3-0.6B"
 WHY_DEFAULT = (
@@ -250,8 +250,8 @@ def score(judge: RewardJudge, prompts: list[list[dict[str, str]]], answers: list
         print(f"NOTE: {int(bad.sum())} of {len(scores)} judge scores were not finite in {judge.model.dtype}: the judge "
               "now runs in fp32 (twice the memory) and scores them again")
         judge.model.float()
-        again = score(judge, [prompts[i] for i in np.flatnonzero(bad)], [answers[i] for i in np.flatnonzero(bad)],
-                      progress=False)
+        redo = np.flatnonzero(bad)
+        again = score(judge, [prompts[i] for i in redo], [answers[i] for i in redo], progress=False)
         scores[bad] = again["scores"]
     return {"scores": scores, "tokens": n_tokens, "truncated": int(truncated),
             "tokens_per_s": float(n_tokens.sum() / seconds), "batch_size": judge.batch_size}
@@ -292,7 +292,7 @@ def agreement(chosen_scores, rejected_scores, chosen_words, rejected_words, *,
     n = len(c)
     differ = lc != lr
     judge_longer = np.where(c > r, lc > lr, lr > lc)[differ & (c != r)]
-    matched = np.abs(lc - lr) <= matched_within * np.maximum(np.maximum(lc, lr), 1)
+    matched = length_matched(lc, lr, matched_within)
     out = {"n": n, "nan_excluded": nan_pairs, "agreement": float(hit.mean()),
            "interval": list(wilson_interval(float(hit.sum()), n)),
            "prefers_longer": float(judge_longer.mean()) if judge_longer.size else None,
@@ -302,6 +302,13 @@ def agreement(chosen_scores, rejected_scores, chosen_words, rejected_words, *,
     out["matched_interval"] = list(wilson_interval(float(hit[matched].sum()), out["matched_n"])) if matched.any() \
         else None
     return out
+
+
+def length_matched(a, b, within: float = 0.2) -> np.ndarray:
+    """Per pair, whether lengths ``a`` and ``b`` (words or tokens) are within ``within`` of the longer one: pairs where
+    length cannot explain a verdict (``agreement``'s matched pairs, notebook 05's length-matched win rate)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.abs(a - b) <= within * np.maximum(np.maximum(a, b), 1)
 
 
 def check_trust(judge: RewardJudge, pairs, *, verbose: bool = True) -> dict[str, Any]:

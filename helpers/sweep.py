@@ -61,41 +61,43 @@ def settings_difference(want: dict[str, Any], have: dict[str, Any], limit: int =
 RUN_AHEAD_NOTE = ".run-ahead"  # in a sweep cache: which entries a run-ahead put there (helpers.course.runahead)
 
 
-def _run_ahead(cache: Path) -> tuple[dict | None, list[tuple[str, dict[str, Any]]]]:
+def _run_ahead(cache: Path) -> tuple[dict | None, dict[str, dict[str, Any]]]:
     """The run-ahead note of ``cache`` (None: no run-ahead was fetched here) and its entries that record their
-    settings, as ``(file name, sweep_settings)``."""
+    settings, as ``{file name: sweep_settings}``."""
     try:
         pack = json.loads((cache / RUN_AHEAD_NOTE).read_text())
     except (OSError, ValueError):
-        return None, []
-    entries = []
+        return None, {}
+    entries = {}
     for name in pack.get("files", []):
         try:
             s = json.loads((cache / name).read_text()).get("settings")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(s, dict):
-            entries.append((name, s))
+            entries[name] = s
     return pack, entries
 
 
-def _judge_only(want: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) -> str | None:
+def _judge_only(want: dict[str, Any], entries: dict[str, dict[str, Any]]) -> str | None:
     """The run-ahead entry whose settings differ from ``want`` only in ``measure.reward`` (what scored the samples:
     the attendee's judge did not load, or is another one), or None. Its training is the run asked for."""
     def without_reward(s):
         return {**s, "measure": {k: v for k, v in s.get("measure", {}).items() if k != "reward"}}
 
-    return next((name for name, s in entries if without_reward(s) == without_reward(want)), None)
+    return next((name for name, s in entries.items() if without_reward(s) == without_reward(want)), None)
 
 
-def _miss_note(cache: Path, planned: int, missing: list[dict[str, Any]]) -> str | None:
+def _miss_note(cache: Path, planned: int, missing: list[dict[str, Any]], *,
+               run_ahead: tuple[dict | None, dict[str, dict[str, Any]]] | None = None) -> str | None:
     """When a run-ahead filled ``cache`` (its ``RUN_AHEAD_NOTE``) and some planned runs (``missing``: their
     ``sweep_settings``) are not in it: how many match, and how the nearest run-ahead run differs from the first
-    missing one (the setting a learner changed). None otherwise."""
-    pack, entries = _run_ahead(cache)
+    missing one (the setting a learner changed). None otherwise. ``run_ahead``: ``_run_ahead(cache)``, when the
+    caller has read it already."""
+    pack, entries = run_ahead if run_ahead is not None else _run_ahead(cache)
     if pack is None or not missing:
         return None
-    others = [s for _, s in entries]
+    others = list(entries.values())
     if not others:
         return (f"NOTE: {planned - len(missing)} of {planned} runs are in the run-ahead from {pack.get('source')}; "
                 f"the other {len(missing)} train now (its results do not record their settings, so what differs "
@@ -230,23 +232,24 @@ def _run_sweep(base, grid, splits, *, cache_dir, kl_prompts, kl_samples, max_new
         return state["ref_logps"]
 
     rows = []
-    wanted = [sweep_settings(base.replace(**point), source, measure) for point in grid]
-    files = [cache / f"{sweep_key(base.replace(**p), source, measure)}.json" for p in grid]
-    _, entries = _run_ahead(cache)
+    recipes = [base.replace(**point) for point in grid]
+    wanted = [sweep_settings(r, source, measure) for r in recipes]
+    files = [cache / f"{sweep_key(r, source, measure)}.json" for r in recipes]
+    run_ahead = _run_ahead(cache)
     stand_in = {i: name for i, (w, f) in enumerate(zip(wanted, files, strict=True))
-                if not f.exists() and (name := _judge_only(w, entries))}  # trained by the instructor, judged apart
+                if not f.exists() and (name := _judge_only(w, run_ahead[1]))}  # the instructor's run, judged apart
     if stand_in:
-        theirs = json.loads((cache / next(iter(stand_in.values()))).read_text())["settings"]["measure"]["reward"]
+        theirs = run_ahead[1][next(iter(stand_in.values()))]["measure"]["reward"]
         print(f"NOTE: {len(stand_in)} run(s) differ from the run-ahead's only in what scores their samples "
               f"(measure.reward {measure['reward']!r} here, {theirs!r} there: a judge that did not load?): read "
               "from the run-ahead, not retrained; their reward column is the run-ahead's judge's")
     missing = [w for i, (w, f) in enumerate(zip(wanted, files, strict=True)) if not f.exists() and i not in stand_in]
-    note = _miss_note(cache, len(grid), missing)
+    note = _miss_note(cache, len(grid), missing, run_ahead=run_ahead)
     if note:
         print(note)
     bar = tqdm(grid, desc="sweep", disable=not progress)
     for i, (point, settings) in enumerate(zip(bar, wanted, strict=True)):
-        recipe = base.replace(**point)
+        recipe = recipes[i]
         f = files[i] if i not in stand_in else cache / stand_in[i]
         bar.set_postfix(point)
         row = _cached(f)

@@ -69,12 +69,11 @@ class Lab:
         (self.work / "notebooks").mkdir(parents=True, exist_ok=True)
         for nb in notebooks:
             shutil.copy2(nb, self.work / "notebooks" / Path(nb).name)
-        settings = self.work / ".lab" / "settings" / "@jupyterlab" / "notebook-extension"
-        settings.mkdir(parents=True, exist_ok=True)
-        (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-        news = self.work / ".lab" / "settings" / "@jupyterlab" / "apputils-extension"
-        news.mkdir(parents=True, exist_ok=True)
-        (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))  # no news toast
+        for plugin, value in (("notebook-extension/tracker", {"windowingMode": "none"}),
+                              ("apputils-extension/notification", {"fetchNews": "false"})):  # no news toast
+            f = self.work / ".lab" / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(value))
         base = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # a learner's lab draws inline, not Agg
         self.env = {**base, "HF_HUB_OFFLINE": "1", "DPO_RUN_DIR": str(self.work / "runs"),
                     "JUPYTERLAB_SETTINGS_DIR": str(self.work / ".lab" / "settings"),
@@ -82,23 +81,25 @@ class Lab:
                     "JUPYTER_RUNTIME_DIR": str(self.work / ".lab" / "runtime"), "PYTHONPATH": str(ROOT),
                     **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
     def url(self, name: str) -> str:
         """``name`` alone in a fresh workspace (``reset``: no tab of an earlier notebook is restored)."""
         return f"http://127.0.0.1:{self.port}/lab/tree/notebooks/{name}?reset&token={self.token}"
 
     def __enter__(self) -> Lab:
-        log = open(self.work / "lab.log", "wb")  # noqa: SIM115 - the server writes here until it stops
+        self._log = open(self.work / "lab.log", "wb")  # noqa: SIM115 - the server writes here until it stops
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={self.work}", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
              "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-             *(["--allow-root"] if os.geteuid() == 0 else [])], cwd=self.work, env=self.env, stdout=log,
+             *(["--allow-root"] if os.geteuid() == 0 else [])], cwd=self.work, env=self.env, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.__exit__(None, None, None)
                 raise RuntimeError(f"JupyterLab exited at start ({self.proc.returncode}): "
                                    f"{(self.work / 'lab.log').read_text(errors='replace')[-2000:]}")
             try:
@@ -118,6 +119,8 @@ class Lab:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
 
 
 def browser(playwright):
@@ -217,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             first = Path(tmp) / f"first-{key}"
             page = b.new_page(viewport={"width": 1400, "height": 1000})  # one notebook per page
             open_notebook(page, lab, name, first_screen=first)
-            if errors_in(lab, name):
-                raise RuntimeError(f"{name}: {errors_in(lab, name)}")
+            if errors := errors_in(lab, name):
+                raise RuntimeError(f"{name}: {errors}")
             move_slider(page, text, presses=3, screenshot=Path(tmp) / key)
             shots[key] = Path(tmp) / key
             shots[f"{key[:7]}first_screen.png"] = first  # lab_02_first_screen.png, lab_01_first_screen.png

@@ -66,11 +66,16 @@ def pack_run_ahead(out_dir: str | Path, *, train_dir: str | Path | None = None,
     adapter = metrics = None
     files: list[Path] = []
     if train_dir is not None:
-        from helpers.course.export import adapter_folder, trained_adapter
+        from helpers.course.export import trained_adapter
+        from helpers.infra.outputs import weights_problem
 
-        adapter, metrics = trained_adapter(train_dir)  # FileNotFoundError naming the folder when 03 has not run
-        adapter = adapter_folder(adapter)  # FileNotFoundError when the weights are missing
-        _check_weights(adapter)
+        # FileNotFoundError naming the folder when 03 has not run or its weights are missing; ValueError for a recipe
+        # of another course version
+        adapter, metrics = trained_adapter(train_dir)
+        for w in adapter.glob("*.safetensors"):
+            if why := weights_problem(w):
+                raise ValueError(f"{w}: the adapter weights cannot be read ({why}): save the adapter again "
+                                 "(notebook 03 §8) before packing")
     if sweep_dir is not None:
         files = sorted(Path(sweep_dir).glob("*.json"))
         if not files:
@@ -90,19 +95,6 @@ def pack_run_ahead(out_dir: str | Path, *, train_dir: str | Path | None = None,
         write_json(tmp / PACK_FILE, {"adapter": adapter is not None, "sweep_results": len(files),
                                      "recipe_fields": _recipe_fields()})
     return out
-
-
-def _check_weights(adapter: Path) -> None:
-    from safetensors import safe_open
-
-    for w in adapter.glob("*.safetensors"):
-        try:
-            with safe_open(str(w), framework="pt") as f:
-                for k in f.keys():
-                    f.get_tensor(k)
-        except Exception as e:  # SafetensorError, OSError: truncated or not a safetensors file
-            raise ValueError(f"{w}: the adapter weights cannot be read ({type(e).__name__}): save the adapter "
-                             "again (notebook 03 §8) before packing") from e
 
 
 def version_difference(pack: dict) -> str | None:

@@ -32,7 +32,8 @@ def _umask() -> int:
     return mask
 
 
-_MODE_FILE, _MODE_DIR = 0o666 & ~_umask(), 0o777 & ~_umask()  # what open() / mkdir() would give (mkstemp: 0600)
+_MASK = _umask()
+_MODE_FILE, _MODE_DIR = 0o666 & ~_MASK, 0o777 & ~_MASK  # what open() / mkdir() would give (mkstemp: 0600)
 
 
 class CorruptFileError(ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 from helpers.infra.files import write_json
 
 __all__ = ["STAGING", "prepare_output_dir", "atomic_checkpoints", "drop_redundant_ref_adapter", "checkpoint_problem",
-           "last_checkpoint", "train_with_resume", "stop_after", "main_process"]
+           "weights_problem", "last_checkpoint", "train_with_resume", "stop_after", "main_process"]
 
 
 STAGING = ".staging"  # inside output_dir: checkpoints are written here, then renamed into place
@@ -124,8 +124,6 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
     means); a present but unreadable one is not."""
     import zipfile
 
-    from safetensors import safe_open
-
     ckpt = Path(ckpt)
     try:
         json.loads((ckpt / "trainer_state.json").read_text())
@@ -140,12 +138,8 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
     if not weights:
         return "no adapter_model.safetensors / model.safetensors"
     for w in weights:
-        try:
-            with safe_open(str(w), framework="pt") as f:
-                for k in f.keys():  # reads every tensor: a truncated file fails here
-                    f.get_tensor(k)
-        except Exception as e:  # SafetensorError, OSError: the file is not what it claims
-            return f"{w.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
+        if why := weights_problem(w):
+            return f"{w.name} unreadable ({why})"
     for state in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth"), *ckpt.glob("*.bin")]):
         try:  # torch.save writes a zip archive: a truncated one has no central directory, a damaged one a bad CRC
             with zipfile.ZipFile(state) as z:
@@ -154,6 +148,20 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
                 return f"{state.name} unreadable (member {bad} fails its CRC check)"
         except (OSError, zipfile.BadZipFile) as e:
             return f"{state.name} unreadable ({type(e).__name__}: {str(e)[:80]})"
+    return None
+
+
+def weights_problem(path: str | Path) -> str | None:
+    """Why the safetensors file ``path`` cannot be loaded (None: every tensor in it reads), e.g. truncated by a full
+    disk or a disconnect mid-save: ``"SafetensorError: ..."``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():  # reads every tensor: a truncated file fails here
+                f.get_tensor(k)
+    except Exception as e:  # SafetensorError, OSError: the file is not what it claims
+        return f"{type(e).__name__}: {str(e)[:80]}"
     return None
 
 

@@ -156,13 +156,13 @@ def resolve_hh(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     source = str(source)
     toy_paths = {s: DATA_DIR / f for s, f in TOY_FILES.items()}
+    in_file = None  # a local file's rows in file order
     if source == TOY:
         raw = {s: load_hh(p, limit=limit if s == "train" else test_limit) for s, p in toy_paths.items()}
         note = "offline default: the toy politeness world (helpers.worlds.toy), data/toy_hh_*.jsonl"
     elif _is_local(source):
-        rows = load_hh(source, limit=limit)
-        _check_rows(rows, source)  # before the shuffle: a bad row is named by its line in the file
-        raw = _split_rows(rows, test_fraction, seed)
+        in_file = load_hh(source, limit=limit)
+        raw = _split_rows(in_file, test_fraction, seed)
         if test_limit:
             raw["test"] = raw["test"][:test_limit]
         note = f"local file {source}: {len(raw['train'])} train / {len(raw['test'])} test rows (seed {seed})"
@@ -184,6 +184,8 @@ def resolve_hh(
         try:
             data[split], dropped[split] = format_hh(rows, desc=f"parsing {split}")
         except ValueError as e:
+            if in_file is not None:  # a local file: name the bad row by its line there, not by the shuffle
+                _check_rows(in_file, source)
             raise ValueError(f"source {source}, {split} split: {e}") from e
     for split in ("train", "test"):
         if len(data[split]) == 0:
@@ -197,7 +199,8 @@ def resolve_hh(
 
 def _check_rows(rows: list[dict], source: str | Path) -> None:
     """``ValueError`` naming the file and line of the first row of ``source`` that is not an HH row (not an object
-    with string ``chosen`` and ``rejected``); rows that parse but are dropped (``HHFormatError``) pass."""
+    with string ``chosen`` and ``rejected``); rows that parse but are dropped (``HHFormatError``) pass. Called only
+    once ``format_hh`` has failed on a split, so the clean path parses every row once."""
     from helpers.data import HHFormatError, parse_hh
 
     for k, row in enumerate(rows):
