@@ -44,6 +44,8 @@ WORKER = r"""
 import hashlib, json, sys, time
 import torch
 from safetensors.torch import load_file
+from helpers.course.presets import SWEEP_OFFLINE
+from helpers.recipe import DPORecipe
 from helpers.worlds.toy_model import build_toy_sft_model
 from helpers.worlds.splits import TOY, resolve_hh
 from helpers.evaluation import chat_prompts, sample_and_score
@@ -51,28 +53,35 @@ from helpers.models import load_model
 from helpers.quality import malformed_report
 from helpers.worlds.toy import toy_reward
 
+P = SWEEP_OFFLINE  # 04's offline reference measurement, as run_sweep takes it
+prompts = chat_prompts(resolve_hh(TOY).data["test"])[:P["kl_prompts"]]
+seed = DPORecipe(**P["recipe"]).seed
+
+
+def measure(model_dir):
+    model, tok = load_model(model_dir, use_unsloth=False, lora=None, verbose=False)
+    s = sample_and_score(model, tok, prompts, n_samples=P["kl_samples"], max_new_tokens=P["max_new_tokens"],
+                         seed=seed, reference=True, batch_size=P["sample_batch"])
+    bad = malformed_report(s["texts"], rules="toy", stopped=s["stopped"].tolist())
+    return s["texts"], bad["malformed_rate"], sum(map(toy_reward, s["texts"])) / len(s["texts"])
+
+
 cache, fixed = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 built = build_toy_sft_model(cache_dir=cache, force=True, verbose=False)
-build_s = time.perf_counter() - t0
-w = load_file(str(built / "model.safetensors"))
-out = {"capability": torch.backends.cpu.get_cpu_capability(), "build_s": round(build_s, 1),
-       "weights_sha256": hashlib.sha256((built / "model.safetensors").read_bytes()).hexdigest()[:16]}
-if fixed != "-":
-    ref = load_file(fixed + "/model.safetensors")
-    out["max_abs_weight_diff"] = max(float((w[k] - ref[k]).abs().max()) for k in ref)
-model, tok = load_model(fixed if fixed != "-" else str(built), use_unsloth=False, lora=None, verbose=False)
-prompts = chat_prompts(resolve_hh(TOY).data["test"])[:256]
+out = {"capability": torch.backends.cpu.get_cpu_capability(), "build_s": round(time.perf_counter() - t0, 1),
+       "weights_sha256": hashlib.sha256((built / "model.safetensors").read_bytes()).hexdigest()[:16],
+       "built_dir": str(built)}
 t0 = time.perf_counter()
-s = sample_and_score(model, tok, prompts, n_samples=4, max_new_tokens=32, seed=0, reference=True, batch_size=128)
-bad = malformed_report(s["texts"], rules="toy", stopped=s["stopped"].tolist())
-out.update(sample_s=round(time.perf_counter() - t0, 1), texts=s["texts"], malformed_rate=bad["malformed_rate"],
-           reward=sum(map(toy_reward, s["texts"])) / len(s["texts"]), built_dir=str(built))
-if fixed != "-":  # and from this setting's own weights: what a machine with these kernels measures end to end
-    own, _ = load_model(str(built), use_unsloth=False, lora=None, verbose=False)
-    s = sample_and_score(own, tok, prompts, n_samples=4, max_new_tokens=32, seed=0, reference=True, batch_size=128)
-    bad = malformed_report(s["texts"], rules="toy", stopped=s["stopped"].tolist())
-    out.update(own_malformed_rate=bad["malformed_rate"], own_reward=sum(map(toy_reward, s["texts"])) / len(s["texts"]))
+if fixed == "-":  # the native build: its own weights are the fixed ones
+    out["texts"], out["malformed_rate"], out["reward"] = measure(str(built))
+else:
+    w, ref = load_file(str(built / "model.safetensors")), load_file(fixed + "/model.safetensors")
+    out["max_abs_weight_diff"] = max(float((w[k] - ref[k]).abs().max()) for k in ref)
+    out["texts"], out["malformed_rate"], out["reward"] = measure(fixed)
+    # and from this setting's own weights: what a machine with these kernels measures end to end
+    _, out["own_malformed_rate"], out["own_reward"] = measure(str(built))
+out["sample_s"] = round(time.perf_counter() - t0, 1)
 print("RESULT " + json.dumps(out))
 """
 
