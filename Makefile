@@ -9,7 +9,7 @@ REQS   := requirements.txt requirements-unsloth.txt requirements-unsloth-deps.tx
 HUB_VENV  := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure gpu-check screenshots
+.PHONY: venv hub-venv run run-online test test-fast bench lint lab clean publish figure gpu-check screenshots toy-model
 
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ figure:
 	mkdir -p docs/figures
 	cp runs/latest/figures/04_beta_sweep.png docs/figures/.04_beta_sweep.png.tmp
 	mv docs/figures/.04_beta_sweep.png.tmp docs/figures/04_beta_sweep.png
+
+## Retrain the toy world's SFT model (~40 s) and ship it as data/toy-sft-<weights sha>/ (then commit it). The notebooks
+## use the shipped weights; `python -m helpers.worlds.toy_model check` only compares a rebuild with them.
+toy-model: $(STAMP)
+	$(BIN)/python -m helpers.worlds.toy_model write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_logprobs.py

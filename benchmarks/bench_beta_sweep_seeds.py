@@ -11,11 +11,11 @@ Writes ``benchmarks/results/beta_sweep_seeds.json``.
 
     python benchmarks/bench_beta_sweep_seeds.py [SEED ...]     # default 0 1 2; ~1 min per seed on 2 cores
     python benchmarks/bench_beta_sweep_seeds.py --recheck     # the checks again on the stored rows (no training)
+    python benchmarks/bench_beta_sweep_seeds.py 0 --out F.json # elsewhere (e.g. another CPU's kernels emulated)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -61,13 +61,15 @@ def checks(rows: list[dict], ref: dict, malformed_ratio: float) -> dict:
     return out
 
 
-def main(seeds: list[int]) -> None:
+def main(seeds: list[int], out: Path = OUT) -> None:
     from helpers.course.presets import SWEEP_OFFLINE as S
     from helpers.evaluation import chat_prompts  # noqa: F401  (imports torch once, before the clock)
+    from helpers.infra.files import write_json
     from helpers.models import load_tokenizer
     from helpers.recipe import OFFLINE, DPORecipe, check_lengths, load_data, resolve_model
     from helpers.sweep import run_sweep
     from helpers.worlds.toy import toy_reward
+    from helpers.worlds.toy_model import kernels
 
     p = notebook_parameters()
     per_seed = {}
@@ -103,17 +105,20 @@ def main(seeds: list[int]) -> None:
                                               for k, v in d.items()))
     held = [s for s in seeds if per_seed[s]["checks"].get("holds")]
     print(f"the notebook's offline checks hold at seeds {held} of {seeds}")
-    OUT.write_text(json.dumps({"date": str(date.today()), "machine": platform.platform(), "cores": os.cpu_count(),
+    write_json(out, {"date": str(date.today()), "machine": platform.platform(), "cores": os.cpu_count(),
+                               "kernels": kernels(), "reference_model": Path(resolve_model(base)).name,
                                "settings": {k: S[k] for k in ("recipe", "betas", "loop", "kl_samples", "checkpoints")}
                                | {"malformed_ratio": p["MALFORMED_RATIO"]},
-                               "seeds": per_seed, "spread": spread, "checks_hold_at": held}, indent=2) + "\n")
-    print(f"-> {OUT.relative_to(ROOT)}")
+                               "seeds": per_seed, "spread": spread, "checks_hold_at": held})
+    print(f"-> {out}")
 
 
 def recheck() -> None:
     """The checks of the stored results again, by today's criterion (the rows are measurements; the checks are
     arithmetic on them): after a change of the well-formedness bound, without retraining."""
-    res = json.loads(OUT.read_text())
+    from helpers.infra.files import read_json, write_json
+
+    res = read_json(OUT)
     ratio = notebook_parameters()["MALFORMED_RATIO"]
     for seed, v in res["seeds"].items():
         v["checks"] = checks(v["rows"], v["reference"], ratio)
@@ -121,7 +126,7 @@ def recheck() -> None:
     res["checks_hold_at"] = [int(s) for s, v in res["seeds"].items() if v["checks"].get("holds")]
     res["settings"]["malformed_ratio"] = ratio
     res["rechecked"] = f"{date.today()}: checks recomputed from the stored rows (MALFORMED_RATIO={ratio})"
-    OUT.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(OUT, res)
     print(f"checks hold at seeds {res['checks_hold_at']} -> {OUT.relative_to(ROOT)}")
 
 
@@ -129,4 +134,9 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--recheck"]:
         recheck()
     else:
-        main([int(a) for a in sys.argv[1:]] or [0, 1, 2])
+        args = sys.argv[1:]
+        dest = OUT
+        if "--out" in args:
+            i = args.index("--out")
+            dest, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+        main([int(a) for a in args] or [0, 1, 2], dest)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ import torch
 from safetensors.torch import load_file
 from helpers.course.presets import SWEEP_OFFLINE
 from helpers.recipe import DPORecipe
-from helpers.worlds.toy_model import build_toy_sft_model
+from helpers.worlds.toy_model import build_toy_sft_model, compare_builds
 from helpers.worlds.splits import TOY, resolve_hh
 from helpers.evaluation import chat_prompts, sample_and_score
 from helpers.models import load_model
@@ -78,6 +77,8 @@ if fixed == "-":  # the native build: its own weights are the fixed ones
 else:
     w, ref = load_file(str(built / "model.safetensors")), load_file(fixed + "/model.safetensors")
     out["max_abs_weight_diff"] = max(float((w[k] - ref[k]).abs().max()) for k in ref)
+    c = compare_builds(fixed, built)  # what tests/test_toy_model.py's rebuild check measures
+    out["mean_abs_logp_diff"], out["pref_agreement"] = c["mean_abs_logp_diff"], c["pref_agreement"]
     out["texts"], out["malformed_rate"], out["reward"] = measure(fixed)
     # and from this setting's own weights: what a machine with these kernels measures end to end
     _, out["own_malformed_rate"], out["own_reward"] = measure(str(built))
@@ -96,18 +97,11 @@ def _run(env_over: dict[str, str], cache: str, fixed: str) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     from helpers.infra.files import write_json
+    from helpers.worlds.toy_model import kernels
+
+    cpu = kernels()["cpu"]
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,21 +115,22 @@ def main() -> None:
             r.pop("built_dir")
             results[name] = r
     base = results["native"]["texts"]
-    print(f"CPU: {_cpu()}; native capability {results['native']['capability']}")
+    print(f"CPU: {cpu}; native capability {results['native']['capability']}")
     print(f"{'setting':10} {'capability':10} {'weights':>16} {'max|dw|':>9} {'same texts':>11} {'malformed':>9} "
-          f"{'reward':>7}   own weights: malformed, reward")
+          f"{'reward':>7} {'|dlogp|':>8}   own weights: malformed, reward")
     for name, r in results.items():
         same = sum(a == b for a, b in zip(base, r["texts"], strict=True))
         first = next((i for i, (a, b) in enumerate(zip(base, r["texts"], strict=True)) if a != b), None)
         r["same_texts"], r["first_different_sample"] = same, first
         print(f"{name:10} {r['capability']:10} {r['weights_sha256']:>16} {r.get('max_abs_weight_diff', 0.0):9.2e} "
-              f"{same:5d}/{len(base):<5d} {r['malformed_rate']:9.3f} {r['reward']:7.3f}   "
+              f"{same:5d}/{len(base):<5d} {r['malformed_rate']:9.3f} {r['reward']:7.3f} "
+              f"{r.get('mean_abs_logp_diff', 0.0):8.4f}   "
               f"{r.get('own_malformed_rate', r['malformed_rate']):.3f}, {r.get('own_reward', r['reward']):.3f}")
     for r in results.values():
         r["texts"] = r["texts"][:8]
-    tag = "".join(c if c.isalnum() else "_" for c in _cpu())[:40].strip("_").lower()
+    tag = "".join(c if c.isalnum() else "_" for c in cpu)[:40].strip("_").lower()
     out = ROOT / "benchmarks" / "results" / f"cpu_divergence_{tag}.json"
-    write_json(out, {"cpu": _cpu(), "settings": SETTINGS, "results": results, "when": time.strftime("%Y-%m-%d")})
+    write_json(out, {"cpu": cpu, "settings": SETTINGS, "results": results, "when": time.strftime("%Y-%m-%d")})
     print(f"-> {out.relative_to(ROOT)}")
 
 

@@ -63,9 +63,8 @@ def shared_hh_path() -> Path:
 
 @pytest.fixture(scope="session")
 def toy_sft_dir() -> Path:
-    """The offline default reference model (built once, ~40 s on an idle 2-core machine, then cached under .cache/).
-
-    No wall-clock assertion: on a loaded CI machine the build can take minutes (its time is a benchmark's job)."""
+    """The offline default reference model: the weights shipped under data/toy-sft-*/ (no training; a test that
+    retrains them is tests/test_toy_model.py::test_a_rebuild_matches_the_shipped_weights)."""
     from helpers.worlds.toy_model import build_toy_sft_model
 
     return build_toy_sft_model(verbose=False)

@@ -57,19 +57,25 @@ def test_transformers_branch_gives_lora_model_and_chat_tokenizer(tiny_model_dir)
 
 
 @pytest.mark.subprocess
-def test_unsloth_branch_in_a_fresh_process(tiny_model_dir):
+def test_unsloth_branch_in_a_fresh_process(tiny_model_dir, tmp_path):
+    """Unsloth's CPU backend, as notebook 03 runs it offline. Its import prints "bfloat16 = True" on a CPU with
+    AVX512-BF16/AMX (the banner says what that means): the run still trains in fp32, with bf16 and fp16 off."""
     code = (
         "import unsloth, json, sys\n"
         "from helpers.models import load_model, LoraSettings, count_parameters\n"
         f"m, t = load_model({str(tiny_model_dir)!r}, use_unsloth=True, max_seq_length=128, lora=LoraSettings(r=4))\n"
+        "from helpers.recipe import DPORecipe, dpo_config\n"
+        f"c = dpo_config(DPORecipe(output_dir={str(tmp_path)!r}))  # after Unsloth patched DPOConfig for the CPU\n"
         "print('RESULT', json.dumps({'backend': m.dpo_course_backend, 'type': type(m).__name__,\n"
-        "      'params': count_parameters(m), 'pad': t.pad_token is not None}))\n"
+        "      'params': count_parameters(m), 'pad': t.pad_token is not None, 'bf16': c.bf16, 'fp16': c.fp16,\n"
+        "      'dtypes': sorted({str(p.dtype) for p in m.parameters()})}))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("RESULT"))[7:])
     assert res["backend"] == "unsloth" and res["type"] == "PeftModelForCausalLM" and res["pad"]
     assert 0 < res["params"][0] < res["params"][1]
+    assert (res["bf16"], res["fp16"], res["dtypes"]) == (False, False, ["torch.float32"]), res
 
 
 def test_bad_model_arguments_raise_clear_errors(tmp_path, tiny_model_dir):

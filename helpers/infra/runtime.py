@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -167,6 +168,8 @@ def banner(rt: Runtime | None = None, *, model: str | None = None, offline_model
         model = offline_model
     flags = precision_flags(rt)
     prec = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32 (CPU)"
+    if rt.device == "cpu" and "unsloth" in sys.modules:  # its import printed "bfloat16 = True/False" above
+        prec += "; Unsloth's \"bfloat16 = ...\" above is what this CPU supports, not what trains"
     gpu = f"{rt.gpu_name} (compute capability {rt.compute_capability[0]}.{rt.compute_capability[1]})" \
         if rt.gpu_name else "none: running on CPU"
     why = f" ({hub_endpoint()})" if rt.hub else f" ({hub_problem() or 'hub not checked'})"
