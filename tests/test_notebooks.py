@@ -145,16 +145,21 @@ def test_instructors_md_quotes_the_schedules_arithmetic():
     """INSTRUCTORS.md's main-path table and plan totals are helpers.course.schedule's numbers, not typed-in ones."""
     import re
 
-    from helpers.course.schedule import MAIN_PATH, PLANS, main_path_minutes, plan_minutes, stated_minutes
+    from helpers.course import schedule as sch
 
     text = (NOTEBOOKS[0].parents[1] / "INSTRUCTORS.md").read_text()
-    for name in MAIN_PATH:
+    for name in sch.MAIN_PATH:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name[:2]} "))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        m = main_path_minutes(name)
+        m = sch.main_path_minutes(name)
         assert (int(cells[2]), int(cells[3])) == (m["words"], m["code_cells"]), (name, cells)
-        assert re.match(rf"{stated_minutes(name)}\b", cells[4]), (name, cells[4])
+        assert re.match(rf"{sch.stated_minutes(name)}\b", cells[4]), (name, cells[4])
+        assert cells[5].startswith(f"{sch.RUNTIME[name]}, +{sch.colab_minutes(name)['total']:.1f}"), (name, cells[5])
     for plan, heading in (("3 hours", "## The 3-hour plan"), ("90 minutes", "## The 90-minute plan")):
-        total = round(sum(x for _, x in plan_minutes(plan)))
-        assert f"{heading} ({total} min of arithmetic" in text, (plan, total)
-    assert set(PLANS) == {"3 hours", "90 minutes"} and "RUN_AHEAD" in text
+        total = round(sum(x for _, x in sch.plan_minutes(plan)))
+        slack = sch.PLAN_LENGTH[plan] - total
+        assert f"{heading} ({total} min of arithmetic, {slack} min of slack" in text, (plan, total)
+        table = text.split(heading, 1)[1].split("\n\n")[1]  # the plan's table: | start | minutes | what |
+        quoted = [row.split("|")[2].strip() for row in table.splitlines()[2:]]
+        assert quoted == [f"{m:g}" if m == int(m) else f"{m:.1f}" for _, m in sch.plan_minutes(plan)], (plan, quoted)
+    assert set(sch.PLANS) == {"3 hours", "90 minutes"} and "RUN_AHEAD" in text
