@@ -14,7 +14,9 @@ at AVX2, alone and together. For each setting, in a fresh process:
 
 A setting that changes (2) with (1)'s weights fixed shows that sampling alone diverges; one that changes (1) shows that
 training does too, and then every later number differs even where sampling would not. Writes
-benchmarks/results/cpu_divergence_<cpu>.json.
+benchmarks/results/cpu_divergence_<cpu>.json. The answer (2026-12-07: sampling identical, training not) is why the
+course now ships the toy SFT model's weights (``helpers.worlds.toy_model``); each setting's rebuild is also compared
+with the native build as the rebuild test compares it (``compare_builds``: ``mean_abs_logp_diff``, ``pref_agreement``).
 
     python benchmarks/bench_cpu_divergence.py      # ~4 min on 2 cores (4 settings x a 40 s build + 2 x 15 s sampling)
 """
