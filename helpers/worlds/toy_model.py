@@ -333,3 +333,7 @@ if __name__ == "__main__":  # python -m helpers.worlds.toy_model {check,write}
               f"{r['mean_logp'][0]:.4f} shipped vs {r['mean_logp'][1]:.4f} rebuilt, mean |diff| per response "
               f"{r['mean_abs_logp_diff']:.4f} (tolerance {REBUILD_TOLERANCE}); same preferred response in "
               f"{r['pref_agreement']:.1%} of {r['pairs']} pairs")
+        if made == kernels() and not r["same_bytes"]:
+            raise SystemExit("FAILED: the same kernels trained other bytes: the recipe, the data or the code changed")
+        if r["mean_abs_logp_diff"] > REBUILD_TOLERANCE:
+            raise SystemExit(f"FAILED: the rebuild is further from the shipped weights than {REBUILD_TOLERANCE}")
