@@ -106,10 +106,10 @@ def main(seeds: list[int], out: Path = OUT) -> None:
     held = [s for s in seeds if per_seed[s]["checks"].get("holds")]
     print(f"the notebook's offline checks hold at seeds {held} of {seeds}")
     write_json(out, {"date": str(date.today()), "machine": platform.platform(), "cores": os.cpu_count(),
-                               "kernels": kernels(), "reference_model": Path(resolve_model(base)).name,
-                               "settings": {k: S[k] for k in ("recipe", "betas", "loop", "kl_samples", "checkpoints")}
-                               | {"malformed_ratio": p["MALFORMED_RATIO"]},
-                               "seeds": per_seed, "spread": spread, "checks_hold_at": held})
+                     "kernels": kernels(), "reference_model": Path(resolve_model(base)).name,
+                     "settings": {k: S[k] for k in ("recipe", "betas", "loop", "kl_samples", "checkpoints")}
+                     | {"malformed_ratio": p["MALFORMED_RATIO"]},
+                     "seeds": per_seed, "spread": spread, "checks_hold_at": held})
     print(f"-> {out}")
 
 

@@ -21,6 +21,7 @@ def test_detects_cpu_offline_without_touching_the_network_for_long():
     text = banner(rt)
     assert "CPU" in text and "offline" in text and "HF_HUB_OFFLINE" in text
 
+
 def test_the_banner_explains_unsloths_bf16_line_only_where_unsloth_printed_it(monkeypatch):
     rt = detect(check_hub=False)
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)

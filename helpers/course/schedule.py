@@ -9,9 +9,10 @@ are appendices and deep dives. Its minutes are arithmetic, not a measured sessio
 and each title cell states it, rounded up to 5 (``stated_minutes``; ``tests/test_notebooks.py`` keeps them equal).
 In a Colab workshop every notebook also opens on a fresh runtime of its own, and that costs minutes the lesson does
 not show (``colab_minutes``): connecting, the first cell's clone and install (measured in the Colab-faithful
-simulation, ``scripts/colab_faithful_check.sh``), the runtime restart that install can force, the downloads (at an
-assumed ``BANDWIDTH_MB_S``), notebook 02's splits rebuilt in 03-05, the GPU work (03's training and 04's sweep by the
-T4 arithmetic of ``helpers.course.estimate``, 0 with the instructor's run-ahead), and 05's generation and judging.
+simulation, ``scripts/colab_faithful_check.sh``), the runtime restart that install can force, the downloads (at
+an assumed ``COLAB["bandwidth_mb_s"]``), notebook 02's splits rebuilt in 03-05, the GPU work (03's training and 04's
+sweep by the T4 arithmetic of ``helpers.course.estimate``, 0 with the instructor's run-ahead), and 05's generation
+and judging.
 ``RUNTIME`` says which notebooks need a T4: 01 and 02 run on a CPU runtime.
 
     python -m helpers.course.schedule          # the table INSTRUCTORS.md quotes, and both plans, slot by slot

@@ -66,13 +66,19 @@ class ToyRecipe:
     train_pairs: int | None = None  # None: the whole toy train split
 
 
-def data_key(recipe: ToyRecipe) -> str:
-    """sha256 (12 hex) of the recipe and the toy train data: what the shipped weights must have been trained from.
-    Library versions and CPU kernels are left out: they move the weights' last digits, not what they learned."""
+def _recipe_and_data(recipe: ToyRecipe):
+    """sha256 over the recipe and the toy train data, to be finished by ``data_key`` or ``recipe_hash``."""
     from helpers.worlds.toy import TOY_FILES
 
     h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
     h.update((DATA_DIR / TOY_FILES["train"]).read_bytes())
+    return h
+
+
+def data_key(recipe: ToyRecipe) -> str:
+    """sha256 (12 hex) of the recipe and the toy train data: what the shipped weights must have been trained from.
+    Library versions and CPU kernels are left out: they move the weights' last digits, not what they learned."""
+    h = _recipe_and_data(recipe)
     h.update(b"v=1")
     return h.hexdigest()[:12]
 
@@ -82,10 +88,7 @@ def recipe_hash(recipe: ToyRecipe) -> str:
     import torch
     import transformers
 
-    from helpers.worlds.toy import TOY_FILES
-
-    h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
-    h.update((DATA_DIR / TOY_FILES["train"]).read_bytes())
+    h = _recipe_and_data(recipe)
     h.update(f"torch={torch.__version__};transformers={transformers.__version__};v=1".encode())
     return h.hexdigest()[:12]
 
